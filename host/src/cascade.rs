@@ -1,0 +1,229 @@
+//! The cascade: walks the tiers of a config in order for each request and serves the first
+//! answer that passes its acceptance checks; otherwise the host's safe default answers.
+//!
+//! Routing is plain Rust over the config, deterministic and auditable: a tier only answers or
+//! abstains, it never chooses where the request goes next. Every tier gets
+//! `min(its deadline, what is left of the request budget)`.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::acceptance;
+use crate::answer::{Answer, Decision, ServedBy, Step, TrailEntry};
+use crate::config::{CascadeConfig, SafeDefaultConfig, TierConfig, flatten_params};
+use crate::engine::TierEngine;
+use crate::error::{ConfigError, LoadError};
+use crate::events::{self, AuditLog};
+use crate::plugin::Plugin;
+use crate::reason::FallbackReason;
+use crate::request::Request;
+use crate::sandbox::{Sandbox, TierAnswer};
+
+/// One tier of a running cascade: its config and its sandbox, or why it failed to load. A tier
+/// that failed to load stays in the cascade and is stepped over with `load-failed`, so a bad
+/// plugin degrades the service instead of stopping it (`tierhost check` refuses it).
+pub struct CascadeTier {
+    /// The tier's config entry.
+    pub config: TierConfig,
+    /// The ready sandbox, or the load error.
+    pub sandbox: Result<Sandbox, LoadError>,
+}
+
+/// A loaded cascade, ready to answer requests.
+pub struct Cascade {
+    name: String,
+    budget: Duration,
+    tiers: Vec<CascadeTier>,
+    safe_default: SafeDefaultConfig,
+    audit: Option<AuditLog>,
+    engine: TierEngine,
+}
+
+impl Cascade {
+    /// Creates the engine from `[engine]` and loads every tier.
+    pub async fn load(config: &CascadeConfig) -> Result<Self, ConfigError> {
+        let engine = TierEngine::new(&config.engine, &config.base_dir).map_err(|e| ConfigError::Invalid {
+            path: config.source.clone(),
+            field: "engine".into(),
+            problem: e.to_string(),
+        })?;
+        Self::with_engine(engine, config).await
+    }
+
+    /// Loads every tier of `config` on an existing engine.
+    pub async fn with_engine(engine: TierEngine, config: &CascadeConfig) -> Result<Self, ConfigError> {
+        let mut tiers = Vec::with_capacity(config.tiers.len());
+        for tier in &config.tiers {
+            let sandbox = match Plugin::load(&engine, &tier.plugin, &config.base_dir).await {
+                Ok(plugin) => {
+                    let params = flatten_params(&tier.params).map_err(|problem| ConfigError::Invalid {
+                        path: config.source.clone(),
+                        field: format!("tier \"{}\".params", tier.name),
+                        problem,
+                    })?;
+                    Ok(Sandbox::new(
+                        Arc::new(plugin),
+                        &tier.name,
+                        tier.limits.clone(),
+                        &params,
+                        tier.instances,
+                        tier.warm_instances,
+                    ))
+                }
+                Err(error) => {
+                    tracing::error!(tier = %tier.name, plugin = %tier.plugin, %error, "tier failed to load");
+                    Err(error)
+                }
+            };
+            tiers.push(CascadeTier { config: tier.clone(), sandbox });
+        }
+        let audit = match &config.cascade.audit_log {
+            Some(path) => {
+                let path = config.resolve(path);
+                Some(AuditLog::open(&path).map_err(|e| ConfigError::Invalid {
+                    path: config.source.clone(),
+                    field: "cascade.audit_log".into(),
+                    problem: format!("cannot open {}: {e}", path.display()),
+                })?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            name: config.cascade.name.clone(),
+            budget: Duration::from_millis(config.cascade.budget_ms),
+            tiers,
+            safe_default: config.safe_default.clone(),
+            audit,
+            engine,
+        })
+    }
+
+    /// Cascade name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tiers, in order.
+    pub fn tiers(&self) -> &[CascadeTier] {
+        &self.tiers
+    }
+
+    /// The engine the tiers run on.
+    pub fn engine(&self) -> &TierEngine {
+        &self.engine
+    }
+
+    /// Tiers that failed to load, with their errors.
+    pub fn load_errors(&self) -> Vec<(&str, &LoadError)> {
+        self.tiers
+            .iter()
+            .filter_map(|t| t.sandbox.as_ref().err().map(|e| (t.config.name.as_str(), e)))
+            .collect()
+    }
+
+    /// Answers one request. Never fails: when no tier serves, the safe default does.
+    pub async fn predict(&self, request: &Request) -> Answer {
+        let started = Instant::now();
+        let mut trail = Vec::with_capacity(self.tiers.len());
+        let mut served = None;
+        for tier in &self.tiers {
+            let remaining = self.budget.saturating_sub(started.elapsed());
+            let (entry, answer) = self.try_tier(tier, request, remaining).await;
+            trail.push(entry);
+            if let Some(answer) = answer {
+                served = Some((tier, answer));
+                break;
+            }
+        }
+        let (decision, served_by) = match served {
+            Some((tier, p)) => {
+                let info = tier.sandbox.as_ref().ok().map(|s| s.plugin().info());
+                (
+                    Decision::Answer { label: p.label, score: p.score, confidence: p.confidence, reasons: p.reasons },
+                    ServedBy {
+                        tier: tier.config.name.clone(),
+                        plugin: info.map(|i| i.name.clone()),
+                        version: info.map(|i| i.version.clone()),
+                        sha256: info.map(|i| i.sha256.clone()),
+                    },
+                )
+            }
+            None => (self.safe_decision(), ServedBy { tier: "safe-default".into(), plugin: None, version: None, sha256: None }),
+        };
+        let answer = Answer {
+            request_id: request.id.clone(),
+            degraded: served_by.tier != self.tiers.first().map_or("", |t| t.config.name.as_str()),
+            decision,
+            served_by,
+            elapsed_us: started.elapsed().as_micros() as u64,
+            trail,
+        };
+        events::emit_fallbacks(&self.name, &answer, self.audit.as_ref());
+        answer
+    }
+
+    fn safe_decision(&self) -> Decision {
+        let sd = &self.safe_default;
+        match &sd.abstain {
+            Some(reason) => Decision::Abstain { reason: reason.clone() },
+            None => Decision::Answer {
+                label: sd.label.clone(),
+                score: sd.score,
+                confidence: sd.confidence,
+                reasons: sd.reasons.clone(),
+            },
+        }
+    }
+
+    async fn try_tier(
+        &self,
+        tier: &CascadeTier,
+        request: &Request,
+        remaining: Duration,
+    ) -> (TrailEntry, Option<crate::sandbox::bindings::tierhost::tier::types::Prediction>) {
+        let mut entry = TrailEntry {
+            tier: tier.config.name.clone(),
+            version: None,
+            step: Step::Skipped,
+            reason: None,
+            message: None,
+            elapsed_us: 0,
+            fuel_used: 0,
+            logs_dropped: 0,
+        };
+        let skip = |mut entry: TrailEntry, reason: FallbackReason| {
+            entry.message = Some(reason.to_string());
+            entry.reason = Some(reason);
+            (entry, None)
+        };
+        let sandbox = match &tier.sandbox {
+            Ok(s) => s,
+            Err(e) => return skip(entry, FallbackReason::LoadFailed { detail: e.to_string() }),
+        };
+        entry.version = Some(sandbox.plugin().info().version.clone());
+        if remaining.is_zero() {
+            return skip(entry, FallbackReason::BudgetExhausted);
+        }
+        let deadline = Duration::from_millis(tier.config.limits.deadline_ms).min(remaining);
+        let report = sandbox.predict(request, deadline).await;
+        entry.step = Step::FellThrough;
+        entry.elapsed_us = report.elapsed.as_micros() as u64;
+        entry.fuel_used = report.fuel_used;
+        entry.logs_dropped = report.logs_dropped;
+        let verdict = match report.result {
+            Ok(TierAnswer::Answer(p)) => acceptance::check(&p, &tier.config).map(|()| p),
+            Ok(TierAnswer::Abstain(reason)) => Err(FallbackReason::Abstained { reason }),
+            Err(reason) => Err(reason),
+        };
+        match verdict {
+            Ok(p) => {
+                entry.step = Step::Served;
+                (entry, Some(p))
+            }
+            Err(reason) => {
+                entry.message = Some(reason.to_string());
+                entry.reason = Some(reason);
+                (entry, None)
+            }
+        }
+    }
+}

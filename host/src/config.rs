@@ -1,0 +1,357 @@
+//! The cascade configuration: plain data read from TOML, validated, with every default named.
+//!
+//! This module only describes and checks configuration; the code that acts on it lives in
+//! [`crate::engine`], [`crate::plugin`] and [`crate::cascade`]. Every field and default is
+//! documented in the README ("Configuration reference").
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::ConfigError;
+use crate::limits::{EngineLimits, TierLimits};
+
+/// A whole cascade: engine settings, ordered tiers, the safe default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeConfig {
+    /// Cascade-wide settings.
+    #[serde(default)]
+    pub cascade: CascadeSection,
+    /// Engine-wide settings (shared by every tier).
+    #[serde(default)]
+    pub engine: EngineLimits,
+    /// Tiers, tried in order.
+    #[serde(rename = "tier", default)]
+    pub tiers: Vec<TierConfig>,
+    /// The host's own last answer when every tier fails.
+    #[serde(default)]
+    pub safe_default: SafeDefaultConfig,
+    /// Directory the config was read from; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// Where the config came from, for error messages.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `[cascade]`: settings of the cascade as a whole.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeSection {
+    /// Name shown in logs and metrics.
+    #[serde(default = "default_cascade_name")]
+    pub name: String,
+    /// Total wall-clock budget of one request across all tiers, in milliseconds.
+    #[serde(default = "default_budget_ms")]
+    pub budget_ms: u64,
+    /// Optional audit file: one JSON line per fallback event (relative to the config file).
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+}
+
+fn default_cascade_name() -> String {
+    "cascade".into()
+}
+/// Default total request budget: enough for a 20 ms primary, a fallback model and rules, and
+/// still inside a typical 100 ms service-level objective.
+pub const DEFAULT_BUDGET_MS: u64 = 100;
+fn default_budget_ms() -> u64 {
+    DEFAULT_BUDGET_MS
+}
+
+impl Default for CascadeSection {
+    fn default() -> Self {
+        Self { name: default_cascade_name(), budget_ms: DEFAULT_BUDGET_MS, audit_log: None }
+    }
+}
+
+/// How a tier's instances live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceMode {
+    /// A fresh instance per call: no state survives between requests (the default).
+    #[default]
+    Fresh,
+    /// Warm instances are reused across calls (for tiers with a costly start-up). An instance
+    /// that faulted is always discarded.
+    Reuse,
+}
+
+/// One `[[tier]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Tier name, unique in the cascade (shown in trails, logs and metrics).
+    pub name: String,
+    /// The component: a path to a `.wasm` file (relative to the config) or `builtin:<name>`.
+    pub plugin: String,
+    /// Answers with lower confidence fall through to the next tier.
+    #[serde(default)]
+    pub min_confidence: f64,
+    /// `fresh` (default) or `reuse`.
+    #[serde(default)]
+    pub instances: InstanceMode,
+    /// Warm instances kept for `instances = "reuse"`.
+    #[serde(default = "default_warm_instances")]
+    pub warm_instances: usize,
+    /// Per-call sandbox limits.
+    #[serde(default)]
+    pub limits: TierLimits,
+    /// Acceptance constraints on the tier's output.
+    #[serde(default)]
+    pub accept: AcceptConfig,
+    /// Parameters handed to the tier through the `params` import.
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+fn default_warm_instances() -> usize {
+    4
+}
+
+/// `[tier.accept]`: constraints an answer must satisfy to be served.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptConfig {
+    /// Allowed labels; empty means any label.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Smallest acceptable score.
+    #[serde(default)]
+    pub score_min: Option<f64>,
+    /// Largest acceptable score.
+    #[serde(default)]
+    pub score_max: Option<f64>,
+}
+
+/// `[safe_default]`: the host's own answer when every tier fails. It has no dependencies and
+/// cannot fail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafeDefaultConfig {
+    /// Label of the safe answer.
+    #[serde(default = "default_safe_label")]
+    pub label: String,
+    /// Score of the safe answer.
+    #[serde(default)]
+    pub score: f64,
+    /// Confidence of the safe answer (0: it is a guess by design).
+    #[serde(default)]
+    pub confidence: f64,
+    /// Reasons attached to the safe answer.
+    #[serde(default = "default_safe_reasons")]
+    pub reasons: Vec<String>,
+    /// When set, the final outcome is an abstention with this reason (e.g. "escalated to
+    /// human review") instead of the safe label.
+    #[serde(default)]
+    pub abstain: Option<String>,
+}
+
+fn default_safe_label() -> String {
+    "review".into()
+}
+fn default_safe_reasons() -> Vec<String> {
+    vec!["safe_default".into()]
+}
+
+impl Default for SafeDefaultConfig {
+    fn default() -> Self {
+        Self {
+            label: default_safe_label(),
+            score: 0.0,
+            confidence: 0.0,
+            reasons: default_safe_reasons(),
+            abstain: None,
+        }
+    }
+}
+
+impl CascadeConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, path, &base)
+    }
+
+    /// Parses and validates config text. `source` names it in errors; relative paths resolve
+    /// against `base_dir`.
+    pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut config: CascadeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: source.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.source = source.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Checks every value; the error names the file, the field and the problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tiers.is_empty() {
+            return Err(self.invalid("tier", "no tiers: add at least one [[tier]] entry"));
+        }
+        if self.cascade.budget_ms == 0 {
+            return Err(self.invalid("cascade.budget_ms", "must be greater than 0"));
+        }
+        self.engine.validate().map_err(|(field, problem)| self.invalid(format!("engine.{field}"), problem))?;
+        let sd = &self.safe_default;
+        if !sd.score.is_finite() {
+            return Err(self.invalid("safe_default.score", "must be a finite number"));
+        }
+        if !(0.0..=1.0).contains(&sd.confidence) {
+            return Err(self.invalid("safe_default.confidence", "must be within [0, 1]"));
+        }
+        if sd.label.is_empty() && sd.abstain.is_none() {
+            return Err(self.invalid("safe_default.label", "must not be empty"));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, tier) in self.tiers.iter().enumerate() {
+            let at = |field: &str| format!("tier \"{}\" (tier[{i}]).{field}", tier.name);
+            if tier.name.is_empty() || tier.name == "safe-default" {
+                return Err(self.invalid(format!("tier[{i}].name"), "must be non-empty and not `safe-default`"));
+            }
+            if let Some(first) = seen.insert(tier.name.as_str(), i) {
+                return Err(self.invalid(
+                    at("name"),
+                    format!("duplicate tier name, also used by tier[{first}]"),
+                ));
+            }
+            if tier.plugin.is_empty() {
+                return Err(self.invalid(at("plugin"), "must name a .wasm file or builtin:<name>"));
+            }
+            if !(0.0..=1.0).contains(&tier.min_confidence) {
+                return Err(self.invalid(at("min_confidence"), "must be within [0, 1]"));
+            }
+            if tier.instances == InstanceMode::Reuse && tier.warm_instances == 0 {
+                return Err(self.invalid(at("warm_instances"), "must be at least 1 with instances = \"reuse\""));
+            }
+            tier.limits
+                .validate(&self.engine)
+                .map_err(|(field, problem)| self.invalid(at(&format!("limits.{field}")), problem))?;
+            let accept = &tier.accept;
+            for (name, bound) in [("score_min", accept.score_min), ("score_max", accept.score_max)] {
+                if bound.is_some_and(|b| !b.is_finite()) {
+                    return Err(self.invalid(at(&format!("accept.{name}")), "must be finite"));
+                }
+            }
+            if let (Some(lo), Some(hi)) = (accept.score_min, accept.score_max) {
+                if lo > hi {
+                    return Err(self.invalid(at("accept"), format!("score_min {lo} > score_max {hi}")));
+                }
+            }
+            if let Err(problem) = flatten_params(&tier.params) {
+                return Err(self.invalid(at("params"), problem));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the config (relative to the config file's directory).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+}
+
+/// A parameter value after flattening, as handed to a tier.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// Boolean.
+    Bool(bool),
+    /// Integer.
+    Integer(i64),
+    /// Float.
+    Float(f64),
+    /// Text (TOML strings and datetimes).
+    Text(String),
+}
+
+/// Flattens a `params` table into dotted names. Arrays are not supported (a tier reads named
+/// values); nested tables become `outer.inner`.
+pub fn flatten_params(table: &toml::Table) -> Result<Vec<(String, ParamValue)>, String> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, ParamValue)>) -> Result<(), String> {
+        for (key, value) in table {
+            let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match value {
+                toml::Value::Table(t) => walk(&name, t, out)?,
+                toml::Value::Boolean(b) => out.push((name, ParamValue::Bool(*b))),
+                toml::Value::Integer(i) => out.push((name, ParamValue::Integer(*i))),
+                toml::Value::Float(x) if x.is_finite() => out.push((name, ParamValue::Float(*x))),
+                toml::Value::Float(_) => return Err(format!("`{name}` must be finite")),
+                toml::Value::String(s) => out.push((name, ParamValue::Text(s.clone()))),
+                toml::Value::Datetime(d) => out.push((name, ParamValue::Text(d.to_string()))),
+                toml::Value::Array(_) => {
+                    return Err(format!(
+                        "`{name}` is an array; use a table of named values (e.g. [params.{name}] a = 1.0)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk("", table, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<CascadeConfig, ConfigError> {
+        CascadeConfig::parse(text, Path::new("test.toml"), Path::new("."))
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse("[[tier]]\nname = \"a\"\nplugin = \"builtin:rules\"\n").unwrap();
+        assert_eq!(c.cascade.budget_ms, DEFAULT_BUDGET_MS);
+        assert_eq!(c.tiers[0].limits, TierLimits::default());
+        assert_eq!(c.tiers[0].instances, InstanceMode::Fresh);
+        assert_eq!(c.safe_default.label, "review");
+    }
+
+    #[test]
+    fn errors_name_the_file_tier_and_field() {
+        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\nmin_confidence = 1.5\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.toml") && msg.contains("tier \"a\" (tier[0]).min_confidence"), "{msg}");
+
+        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[tier.limits]\ndeadline_ms = 0\n").unwrap_err();
+        assert!(err.to_string().contains("limits.deadline_ms"), "{err}");
+
+        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[tier.limits]\nfuel_typo = 3\n").unwrap_err();
+        assert!(err.to_string().contains("fuel_typo"), "{err}");
+
+        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[[tier]]\nname = \"a\"\nplugin = \"y\"\n").unwrap_err();
+        assert!(err.to_string().contains("duplicate"), "{err}");
+
+        let err = parse("").unwrap_err();
+        assert!(err.to_string().contains("no tiers"), "{err}");
+
+        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[tier.params]\nw = [1, 2]\n").unwrap_err();
+        assert!(err.to_string().contains("params") && err.to_string().contains("`w`"), "{err}");
+
+        let err = parse("[[tier]\nname=").unwrap_err();
+        assert!(err.to_string().starts_with("test.toml:"), "{err}");
+    }
+
+    #[test]
+    fn params_flatten_with_dots() {
+        let table: toml::Table = toml::from_str("bias = -1.0\n[weights]\namount = 0.5\n[weights.cat]\ncrypto = 2\n").unwrap();
+        let flat = flatten_params(&table).unwrap();
+        assert!(flat.contains(&("weights.amount".into(), ParamValue::Float(0.5))));
+        assert!(flat.contains(&("weights.cat.crypto".into(), ParamValue::Integer(2))));
+        assert!(flat.contains(&("bias".into(), ParamValue::Float(-1.0))));
+    }
+}

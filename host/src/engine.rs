@@ -1,0 +1,278 @@
+//! The one place that owns wasmtime configuration: the engine (component model, pooling
+//! allocator, fuel, epoch interruption, stack), the epoch ticker that enforces deadlines, the
+//! linker every tier is instantiated against, and the compiled-component cache.
+//!
+//! Compilation happens here, off the request path. The disk cache only ever deserializes
+//! files this host wrote: the cache directory must be owned by the current user and closed to
+//! everyone else, or it is refused.
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use crate::error::{EngineError, LoadError};
+use crate::limits::EngineLimits;
+use crate::sandbox::{self, TierState};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+/// Stack the host's own code (WASI and host imports) gets on top of the wasm stack on each
+/// call's fiber; wasmtime requires the fiber stack to be larger than `max_wasm_stack`.
+const HOST_STACK_HEADROOM: usize = MIB;
+/// Core instances per component: a Rust `wasm32-wasip2` component holds its main module plus
+/// the small shim modules `wasm-component-ld` adds; 16 is well above what they need.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+/// Tables per component (the main module's indirect-call table plus shims).
+const MAX_TABLES_PER_COMPONENT: u32 = 8;
+/// Linear memory kept resident (not returned to the OS) when a pooled slot is reused: enough
+/// for a small guest's heap, so a fresh instance does not page-fault its way back in.
+const LINEAR_MEMORY_KEEP_RESIDENT: usize = 2 * MIB;
+/// Table bytes kept resident between instances for the same reason.
+const TABLE_KEEP_RESIDENT: usize = 64 * KIB;
+
+/// A configured wasmtime engine plus everything shared by all tiers.
+#[derive(Clone)]
+pub struct TierEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: Engine,
+    linker: Linker<TierState>,
+    limits: EngineLimits,
+    compat_hash: String,
+    cache_dir: Option<PathBuf>,
+    compiled: Mutex<HashMap<String, Component>>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EngineInner {
+    fn drop(&mut self) {
+        // The ticker holds only a weak reference and stops once the engine is gone.
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl TierEngine {
+    /// Builds the engine from the `[engine]` section. `base_dir` resolves a relative
+    /// `cache_dir`.
+    pub fn new(limits: &EngineLimits, base_dir: &Path) -> Result<Self, EngineError> {
+        let stack = limits.max_wasm_stack_kib as usize * KIB;
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = limits.max_instances;
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 4)
+            .total_memories(slots)
+            .total_tables(slots * 2)
+            .total_stacks(slots)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(1)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .max_memory_size(limits.max_memory_mib as usize * MIB)
+            .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(stack)
+            .async_stack_size(stack + HOST_STACK_HEADROOM)
+            .cranelift_opt_level(OptLevel::Speed)
+            .parallel_compilation(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        sandbox::add_to_linker(&mut linker).map_err(|e| EngineError(format!("{e:#}")))?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compat_hash = format!("{:016x}", hasher.finish());
+
+        let cache_dir = limits.cache_dir.as_ref().map(|d| if d.is_absolute() { d.clone() } else { base_dir.join(d) });
+        let ticker = spawn_epoch_ticker(&engine, Duration::from_micros(limits.epoch_tick_us));
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                limits: limits.clone(),
+                compat_hash,
+                cache_dir,
+                compiled: Mutex::new(HashMap::new()),
+                ticker: Some(ticker),
+            }),
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The linker every tier is instantiated against (host imports + capability-free WASI).
+    pub fn linker(&self) -> &Linker<TierState> {
+        &self.inner.linker
+    }
+
+    /// Engine-wide settings.
+    pub fn limits(&self) -> &EngineLimits {
+        &self.inner.limits
+    }
+
+    /// Epoch ticks a deadline corresponds to (at least one).
+    pub fn deadline_ticks(&self, deadline: Duration) -> u64 {
+        let tick = self.inner.limits.epoch_tick_us.max(1);
+        (deadline.as_micros() as u64).div_ceil(tick).max(1)
+    }
+
+    /// Compiles a component, or returns it from the in-memory or disk cache. Keyed by the
+    /// wasm's sha256 and the engine's compatibility hash.
+    pub fn compile(&self, wasm: &[u8], sha256: &str) -> Result<Component, LoadError> {
+        let key = format!("{sha256}-{}", self.inner.compat_hash);
+        if let Some(c) = self.inner.compiled.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(c);
+        }
+        let started = Instant::now();
+        let cached = match &self.inner.cache_dir {
+            Some(dir) => self.load_cached(dir, &key)?,
+            None => None,
+        };
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.inner.engine, wasm)
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                if let Some(dir) = &self.inner.cache_dir {
+                    self.store_cached(dir, &key, &c)?;
+                }
+                tracing::info!(sha256, elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
+                c
+            }
+        };
+        if let Ok(mut m) = self.inner.compiled.lock() {
+            m.insert(key, component.clone());
+        }
+        Ok(component)
+    }
+
+    fn load_cached(&self, dir: &Path, key: &str) -> Result<Option<Component>, LoadError> {
+        let path = dir.join(format!("{key}.cwasm"));
+        if !path.exists() {
+            return Ok(None);
+        }
+        check_private(dir)?;
+        check_private(&path)?;
+        // SAFETY: the file sits in a directory that only this user can write, under a name
+        // derived from the wasm's digest and this engine's compatibility hash, and was written
+        // by `store_cached` (atomically, via a temporary file and rename). wasmtime also checks
+        // the artifact's header against the engine.
+        match unsafe { Component::deserialize_file(&self.inner.engine, &path) } {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding unusable cached component");
+                let _ = std::fs::remove_file(&path);
+                Ok(None)
+            }
+        }
+    }
+
+    fn store_cached(&self, dir: &Path, key: &str, component: &Component) -> Result<(), LoadError> {
+        let bytes = component.serialize().map_err(|e| LoadError::Cache(format!("{e:#}")))?;
+        create_private_dir(dir)?;
+        let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
+        write_private(&tmp, &bytes)?;
+        std::fs::rename(&tmp, dir.join(format!("{key}.cwasm")))
+            .map_err(|e| LoadError::Cache(format!("{}: {e}", dir.display())))
+    }
+}
+
+/// Advances the engine's epoch every `period`, drift-free (sleeps until `t0 + k * period`), so
+/// a deadline of N ticks fires after N periods of wall time at most one tick early.
+fn spawn_epoch_ticker(engine: &Engine, period: Duration) -> std::thread::JoinHandle<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("tierhost-epoch".into())
+        .spawn(move || {
+            let start = Instant::now();
+            let mut k: u32 = 0;
+            loop {
+                k = k.wrapping_add(1);
+                let next = start + period * k;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })
+        .expect("spawning the epoch ticker thread")
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| LoadError::Cache(format!("{}: {e}", dir.display())))?;
+    }
+    check_private(dir)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| LoadError::Cache(format!("{}: {e}", path.display())))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| LoadError::Cache(format!("{}: {e}", path.display())))
+}
+
+/// Refuses a cache path that another user owns or that others can write to.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| LoadError::Cache(format!("{}: {e}", path.display())))?;
+    let uid = rustix::process::geteuid().as_raw();
+    if meta.uid() != uid || meta.mode() & 0o022 != 0 || meta.file_type().is_symlink() {
+        return Err(LoadError::Cache(format!(
+            "{} must be owned by uid {uid}, not a symlink, and not writable by group or others; \
+             refusing to load compiled code from it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> Result<(), LoadError> {
+    std::fs::create_dir_all(dir).map_err(|e| LoadError::Cache(format!("{}: {e}", dir.display())))
+}
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    std::fs::write(path, bytes).map_err(|e| LoadError::Cache(format!("{}: {e}", path.display())))
+}
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<(), LoadError> {
+    Err(LoadError::Cache("the disk cache is only supported on unix".into()))
+}

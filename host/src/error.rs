@@ -1,0 +1,87 @@
+//! Typed errors of the library. Faults of a tier during a call are not errors: they are
+//! [`FallbackReason`](crate::reason::FallbackReason)s recorded in the trail.
+use std::path::PathBuf;
+
+/// A request that cannot be decoded or validated. Maps to HTTP 400 / a CLI error.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Not valid JSON, or not the request shape.
+    #[error("request is not valid JSON of the form {{\"id\": \"...\", \"features\": {{...}}}}: {0}")]
+    Json(String),
+    /// A feature has a value the host does not accept.
+    #[error("feature `{name}`: {problem}")]
+    Feature {
+        /// Feature name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The request as a whole is invalid.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// A cascade configuration that cannot be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// Config file.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, unknown field or wrong type (the message names the key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// Config file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A field has an invalid value.
+    #[error("{path}: {field}: {problem}")]
+    Invalid {
+        /// Config file.
+        path: PathBuf,
+        /// Dotted field path, e.g. `tier "primary" (tier[0]).limits.deadline_ms`.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// A plugin that cannot be turned into a runnable tier.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The `.wasm` file cannot be read.
+    #[error("cannot read plugin {path}: {message}")]
+    Read {
+        /// Plugin file.
+        path: PathBuf,
+        /// I/O error.
+        message: String,
+    },
+    /// `builtin:<name>` names no embedded tier.
+    #[error("unknown builtin plugin `{0}` (known: rules, linear, constant, chaos)")]
+    UnknownBuiltin(String),
+    /// Not a valid WebAssembly component (corrupt file, core module, ...).
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    /// A component that does not implement the `tierhost:tier/tier` world or imports
+    /// something the host does not provide.
+    #[error("component does not implement the tierhost:tier world: {0}")]
+    WrongWorld(String),
+    /// The component loaded but `describe` failed or returned nonsense.
+    #[error("describe() failed: {0}")]
+    Describe(String),
+    /// The compiled-artifact cache failed.
+    #[error("compile cache: {0}")]
+    Cache(String),
+}
+
+/// Failure to set up the wasmtime engine.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the wasm engine: {0}")]
+pub struct EngineError(pub String);

@@ -1,0 +1,114 @@
+//! Fallback events: one structured `tracing` event per step down the cascade and, when
+//! configured, one JSON line per event in an audit file.
+//!
+//! Events are emitted once the request is answered, so each one can name both the next tier
+//! and the tier that finally served (with its version and output).
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::answer::{Answer, Decision};
+
+/// One step down the cascade, as written to the audit file.
+#[derive(Debug, Serialize)]
+pub struct FallbackEvent<'a> {
+    /// RFC 3339 time of the event.
+    pub time: String,
+    /// Cascade name.
+    pub cascade: &'a str,
+    /// Request id.
+    pub request_id: &'a str,
+    /// Tier that did not serve.
+    pub from_tier: &'a str,
+    /// Its plugin version.
+    pub from_version: Option<&'a str>,
+    /// Reason kind (`out-of-fuel`, `low-confidence`, ...).
+    pub reason: &'static str,
+    /// Human-readable reason.
+    pub detail: String,
+    /// The next tier tried (`safe-default` after the last).
+    pub to_tier: &'a str,
+    /// Tier that finally served the request.
+    pub served_by: &'a str,
+    /// Its plugin version.
+    pub served_version: Option<&'a str>,
+    /// The served decision.
+    pub output: &'a Decision,
+}
+
+/// An append-only JSON-lines audit file.
+pub struct AuditLog {
+    path: PathBuf,
+    file: Mutex<std::io::BufWriter<std::fs::File>>,
+}
+
+impl AuditLog {
+    /// Opens (creating or appending) the audit file.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self { path: path.to_path_buf(), file: Mutex::new(std::io::BufWriter::new(file)) })
+    }
+
+    /// Where the audit file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self, events: &[FallbackEvent<'_>]) {
+        let Ok(mut file) = self.file.lock() else { return };
+        let result = events
+            .iter()
+            .try_for_each(|event| {
+                serde_json::to_writer(&mut *file, event).map_err(std::io::Error::from)?;
+                file.write_all(b"\n")
+            })
+            .and_then(|()| file.flush());
+        if let Err(error) = result {
+            tracing::error!(path = %self.path.display(), %error, "cannot write the audit log");
+        }
+    }
+}
+
+/// Emits the fallback events of one answered request.
+pub fn emit_fallbacks(cascade: &str, answer: &Answer, audit: Option<&AuditLog>) {
+    let served_version = answer.served_by.version.as_deref();
+    let mut events = Vec::new();
+    for (i, entry) in answer.trail.iter().enumerate() {
+        let Some(reason) = &entry.reason else { continue };
+        let to_tier = answer.trail.get(i + 1).map_or("safe-default", |next| next.tier.as_str());
+        tracing::warn!(
+            target: "tierhost::fallback",
+            cascade,
+            request_id = %answer.request_id,
+            from_tier = %entry.tier,
+            reason = reason.kind(),
+            detail = %reason,
+            to_tier,
+            served_by = %answer.served_by.tier,
+            "fallback"
+        );
+        if audit.is_some() {
+            events.push(FallbackEvent {
+                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                cascade,
+                request_id: &answer.request_id,
+                from_tier: &entry.tier,
+                from_version: entry.version.as_deref(),
+                reason: reason.kind(),
+                detail: reason.to_string(),
+                to_tier,
+                served_by: &answer.served_by.tier,
+                served_version,
+                output: &answer.decision,
+            });
+        }
+    }
+    if let (Some(audit), false) = (audit, events.is_empty()) {
+        audit.write(&events);
+    }
+}

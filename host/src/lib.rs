@@ -1,0 +1,36 @@
+//! tierhost: a WebAssembly plugin host that answers inference requests through a cascade of
+//! sandboxed fallback tiers (model -> smaller model -> rules -> safe default), where every
+//! tier is a wasm component implementing the `tierhost:tier` WIT world and every step down is
+//! logged, counted and explainable.
+//!
+//! Where things live:
+//! - [`config`]: the TOML cascade config (plain data) and its validation;
+//! - [`limits`]: per-tier and engine-wide sandbox limits, the memory limiter;
+//! - [`engine`]: the wasmtime engine, epoch ticker, linker and compile cache;
+//! - [`plugin`]: loading, hashing, compiling and describing a component;
+//! - [`sandbox`]: one call in its sandbox and the classification of its faults;
+//! - [`acceptance`]: checks an answer must pass to be served;
+//! - [`cascade`]: the walk down the tiers; [`answer`]: what the caller gets back;
+//! - [`reason`]: every fallback reason; [`events`]: fallback log events and the audit file.
+#![deny(missing_docs)]
+
+pub mod acceptance;
+pub mod answer;
+pub mod builtin;
+pub mod cascade;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod limits;
+pub mod plugin;
+pub mod reason;
+pub mod request;
+pub mod sandbox;
+
+pub use answer::{Answer, Decision, ServedBy, Step, TrailEntry};
+pub use cascade::Cascade;
+pub use config::CascadeConfig;
+pub use engine::TierEngine;
+pub use reason::FallbackReason;
+pub use request::{FeatureValue, Request};

@@ -1,0 +1,121 @@
+//! Loading a plugin: reading the `.wasm` (or an embedded `builtin:` tier), hashing it,
+//! compiling it through the engine's cache, pre-instantiating it against the host's linker
+//! (which is where a component of the wrong world is refused), and asking it to `describe`
+//! itself. All of this happens off the request path.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::engine::TierEngine;
+use crate::error::LoadError;
+use crate::sandbox::bindings::TierPre;
+use crate::sandbox::bindings::tierhost::tier::types::TierKind;
+use crate::sandbox::{Sandbox, TierState};
+
+/// Deadline for `describe` at load time: generous, since it runs once and off the request path.
+const DESCRIBE_DEADLINE: Duration = Duration::from_millis(500);
+/// Longest name or version a tier may report.
+const MAX_DESCRIPTION_BYTES: usize = 128;
+
+/// What a tier says about itself, plus where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginInfo {
+    /// Implementation name from `describe`.
+    pub name: String,
+    /// Implementation version from `describe`.
+    pub version: String,
+    /// `model`, `rules`, `safe-default` or `other`.
+    pub kind: &'static str,
+    /// sha256 of the `.wasm` bytes, hex.
+    pub sha256: String,
+    /// Where the plugin was loaded from (`builtin:<name>` or a path).
+    pub source: String,
+}
+
+/// A compiled, pre-instantiated, described tier component.
+#[derive(Clone)]
+pub struct Plugin {
+    engine: TierEngine,
+    pre: TierPre<TierState>,
+    info: Arc<PluginInfo>,
+}
+
+impl Plugin {
+    /// Loads `source` (`builtin:<name>` or a path relative to `base_dir`).
+    pub async fn load(engine: &TierEngine, source: &str, base_dir: &Path) -> Result<Self, LoadError> {
+        let bytes = read_source(source, base_dir)?;
+        Self::from_bytes(engine, source, &bytes).await
+    }
+
+    /// Loads a component from its bytes.
+    pub async fn from_bytes(engine: &TierEngine, source: &str, wasm: &[u8]) -> Result<Self, LoadError> {
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let component = engine.compile(wasm, &sha256)?;
+        let instance_pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = TierPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let mut plugin = Self {
+            engine: engine.clone(),
+            pre,
+            info: Arc::new(PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                kind: "other",
+                sha256,
+                source: source.to_string(),
+            }),
+        };
+        let description = Sandbox::describe_fresh(&plugin, DESCRIBE_DEADLINE)
+            .await
+            .map_err(|reason| LoadError::Describe(reason.to_string()))?;
+        for (what, value) in [("name", &description.name), ("version", &description.version)] {
+            if value.is_empty() || value.len() > MAX_DESCRIPTION_BYTES {
+                return Err(LoadError::Describe(format!(
+                    "{what} must be 1..={MAX_DESCRIPTION_BYTES} bytes, got {}",
+                    value.len()
+                )));
+            }
+        }
+        let info = Arc::make_mut(&mut plugin.info);
+        info.name = description.name;
+        info.version = description.version;
+        info.kind = match description.kind {
+            TierKind::Model => "model",
+            TierKind::Rules => "rules",
+            TierKind::SafeDefault => "safe-default",
+            TierKind::Other => "other",
+        };
+        Ok(plugin)
+    }
+
+    /// Identity and digest.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The engine the plugin was compiled for.
+    pub fn engine(&self) -> &TierEngine {
+        &self.engine
+    }
+
+    pub(crate) fn pre(&self) -> &TierPre<TierState> {
+        &self.pre
+    }
+}
+
+/// Reads a plugin's bytes from `builtin:<name>` or a file.
+pub fn read_source(source: &str, base_dir: &Path) -> Result<Vec<u8>, LoadError> {
+    if let Some(name) = source.strip_prefix("builtin:") {
+        return crate::builtin::get(name)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| LoadError::UnknownBuiltin(name.to_string()));
+    }
+    let path = Path::new(source);
+    let path = if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) };
+    std::fs::read(&path).map_err(|e| LoadError::Read { path, message: e.to_string() })
+}

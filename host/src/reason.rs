@@ -1,0 +1,128 @@
+//! Why a tier did not serve a request: one kind per fault, acceptance check or skip rule.
+//!
+//! Every fallback step in the trail, the log and the audit file carries one of these. The
+//! kebab-case `kind()` is stable: dashboards and alerts key on it.
+use serde::Serialize;
+
+/// The reason a tier was stepped over.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FallbackReason {
+    /// The call used up its fuel budget (a deterministic CPU limit).
+    OutOfFuel {
+        /// The tier's fuel limit.
+        limit: u64,
+    },
+    /// The tier tried to grow its linear memory (or a table) past its limit.
+    MemoryLimit {
+        /// What the tier asked for, in bytes.
+        requested: u64,
+        /// The tier's limit, in bytes.
+        limit: u64,
+    },
+    /// The call ran past its wall-clock deadline (the tier's own or what was left of the
+    /// request budget).
+    Deadline {
+        /// The deadline the call had, in microseconds.
+        deadline_us: u64,
+    },
+    /// The tier overflowed its wasm stack.
+    StackOverflow,
+    /// The tier trapped (panic, `unreachable`, out-of-bounds access, ...).
+    Trap {
+        /// The trap and, when the guest wrote one, its panic message.
+        message: String,
+    },
+    /// The tier returned a typed error.
+    TierError {
+        /// `invalid-input`, `missing-feature`, `bad-params` or `internal`.
+        error: String,
+        /// The tier's message.
+        message: String,
+    },
+    /// The tier answered, but the answer broke the contract or the tier's constraints.
+    InvalidOutput {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The tier chose not to answer.
+    Abstained {
+        /// The tier's reason.
+        reason: String,
+    },
+    /// The tier answered with less confidence than its `min_confidence`.
+    LowConfidence {
+        /// The tier's confidence.
+        confidence: f64,
+        /// The configured threshold.
+        min_confidence: f64,
+    },
+    /// The tier's plugin could not be loaded, compiled or instantiated (corrupt file, wrong
+    /// world, missing import).
+    LoadFailed {
+        /// What went wrong.
+        detail: String,
+    },
+    /// No time was left in the request budget for this tier.
+    BudgetExhausted,
+    /// The tier was skipped because the host had no capacity for it (instance pool full).
+    Shed {
+        /// Which capacity ran out.
+        detail: String,
+    },
+}
+
+impl FallbackReason {
+    /// Stable, kebab-case name of the reason, used in logs, metrics and the audit file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::OutOfFuel { .. } => "out-of-fuel",
+            Self::MemoryLimit { .. } => "memory-limit",
+            Self::Deadline { .. } => "deadline",
+            Self::StackOverflow => "stack-overflow",
+            Self::Trap { .. } => "trap",
+            Self::TierError { .. } => "tier-error",
+            Self::InvalidOutput { .. } => "invalid-output",
+            Self::Abstained { .. } => "abstained",
+            Self::LowConfidence { .. } => "low-confidence",
+            Self::LoadFailed { .. } => "load-failed",
+            Self::BudgetExhausted => "budget-exhausted",
+            Self::Shed { .. } => "shed",
+        }
+    }
+
+    /// Whether the instance that produced this reason may have been left in a bad state and
+    /// must never be reused. Only clean, well-formed returns keep an instance.
+    pub fn poisons_instance(&self) -> bool {
+        !matches!(
+            self,
+            Self::TierError { .. }
+                | Self::Abstained { .. }
+                | Self::LowConfidence { .. }
+                | Self::InvalidOutput { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for FallbackReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OutOfFuel { limit } => write!(f, "out of fuel (limit {limit})"),
+            Self::MemoryLimit { requested, limit } => {
+                write!(f, "memory limit: asked for {requested} bytes, limit {limit}")
+            }
+            Self::Deadline { deadline_us } => write!(f, "deadline of {deadline_us} us exceeded"),
+            Self::StackOverflow => write!(f, "wasm stack overflow"),
+            Self::Trap { message } => write!(f, "trap: {message}"),
+            Self::TierError { error, message } => write!(f, "tier error ({error}): {message}"),
+            Self::InvalidOutput { detail } => write!(f, "invalid output: {detail}"),
+            Self::Abstained { reason } => write!(f, "abstained: {reason}"),
+            Self::LowConfidence { confidence, min_confidence } => {
+                write!(f, "confidence {confidence:.4} below min_confidence {min_confidence}")
+            }
+            Self::LoadFailed { detail } => write!(f, "plugin failed to load: {detail}"),
+            Self::BudgetExhausted => write!(f, "request budget exhausted"),
+            Self::Shed { detail } => write!(f, "shed: {detail}"),
+        }
+    }
+}

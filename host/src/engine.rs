@@ -48,16 +48,6 @@ struct EngineInner {
     compat_hash: String,
     cache_dir: Option<PathBuf>,
     compiled: Mutex<HashMap<String, Component>>,
-    ticker: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for EngineInner {
-    fn drop(&mut self) {
-        // The ticker holds only a weak reference and stops once the engine is gone.
-        if let Some(t) = self.ticker.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl TierEngine {
@@ -99,7 +89,7 @@ impl TierEngine {
         let compat_hash = format!("{:016x}", hasher.finish());
 
         let cache_dir = limits.cache_dir.as_ref().map(|d| if d.is_absolute() { d.clone() } else { base_dir.join(d) });
-        let ticker = spawn_epoch_ticker(&engine, Duration::from_micros(limits.epoch_tick_us));
+        spawn_epoch_ticker(&engine, Duration::from_micros(limits.epoch_tick_us))?;
         Ok(Self {
             inner: Arc::new(EngineInner {
                 engine,
@@ -108,7 +98,6 @@ impl TierEngine {
                 compat_hash,
                 cache_dir,
                 compiled: Mutex::new(HashMap::new()),
-                ticker: Some(ticker),
             }),
         })
     }
@@ -196,8 +185,10 @@ impl TierEngine {
 }
 
 /// Advances the engine's epoch every `period`, drift-free (sleeps until `t0 + k * period`), so
-/// a deadline of N ticks fires after N periods of wall time at most one tick early.
-fn spawn_epoch_ticker(engine: &Engine, period: Duration) -> std::thread::JoinHandle<()> {
+/// a deadline of N ticks fires after N periods of wall time at most one tick early. The thread
+/// holds only a weak reference and exits within one tick of the last `Engine` clone (held by
+/// components and instances too) being dropped.
+fn spawn_epoch_ticker(engine: &Engine, period: Duration) -> Result<(), EngineError> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("tierhost-epoch".into())
@@ -216,7 +207,8 @@ fn spawn_epoch_ticker(engine: &Engine, period: Duration) -> std::thread::JoinHan
                 }
             }
         })
-        .expect("spawning the epoch ticker thread")
+        .map(drop)
+        .map_err(|e| EngineError(format!("cannot start the epoch ticker thread: {e}")))
 }
 
 #[cfg(unix)]

@@ -1,1 +1,197 @@
-fn main(){}
+//! The `tierhost` command line: check a cascade config, answer one request, run the demo.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tierhost::{Answer, Cascade, CascadeConfig, Decision, Request};
+
+/// The demo cascade and its requests, embedded so `tierhost demo` needs no files.
+const DEMO_CONFIG: &str = include_str!("../../examples/fraud/cascade.toml");
+const DEMO_REQUESTS: &str = include_str!("../../examples/fraud/requests.jsonl");
+
+#[derive(Parser)]
+#[command(name = "tierhost", version, about = "Answer inference requests through a cascade of sandboxed wasm fallback tiers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load and validate a cascade config and every tier it names; exit 1 on any problem.
+    Check {
+        /// Cascade config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Answer one request and print the answer with its trail as JSON.
+    Run {
+        /// Cascade config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Request JSON file (`-` for stdin): {"id": "...", "features": {...}}.
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// Run the embedded fraud cascade (examples/fraud) on sample requests, healthy and with its
+    /// primary tier replaced by a tier stuck in an infinite loop.
+    Demo {
+        /// Print every answer as one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Check { .. } => "info",
+        Command::Run { .. } => "warn",
+        Command::Demo { .. } => "error",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Check { config } => check(&config).await,
+            Command::Run { config, input } => run(&config, &input).await,
+            Command::Demo { json } => demo(json).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check(path: &Path) -> Result<ExitCode> {
+    let config = CascadeConfig::load(path)?;
+    let cascade = Cascade::load(&config).await?;
+    let errors = cascade.load_errors();
+    println!("cascade \"{}\" ({}): {} tiers, budget {} ms", cascade.name(), path.display(), config.tiers.len(), config.cascade.budget_ms);
+    for tier in cascade.tiers() {
+        match &tier.sandbox {
+            Ok(s) => {
+                let info = s.plugin().info();
+                let l = s.limits();
+                println!(
+                    "  ok    {:<14} {} {} ({}) sha256 {}  fuel {} mem {} MiB deadline {} ms min_confidence {}",
+                    tier.config.name, info.name, info.version, info.kind, &info.sha256[..16], l.fuel, l.max_memory_mib, l.deadline_ms, tier.config.min_confidence
+                );
+            }
+            Err(e) => println!("  FAIL  {:<14} plugin {}: {e}", tier.config.name, tier.config.plugin),
+        }
+    }
+    if errors.is_empty() {
+        println!("config OK");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for (tier, error) in &errors {
+            eprintln!("error: {}: tier \"{tier}\".plugin: {error}", path.display());
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn run(config_path: &Path, input: &Path) -> Result<ExitCode> {
+    let config = CascadeConfig::load(config_path)?;
+    let text = if input == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("reading the request from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(input).with_context(|| format!("{}: cannot read", input.display()))?
+    };
+    let request = Request::from_json(&text).with_context(|| format!("{}", input.display()))?;
+    let cascade = Cascade::load(&config).await?;
+    let answer = cascade.predict(&request).await;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(json: bool) -> Result<ExitCode> {
+    let base = Path::new(".");
+    let healthy = CascadeConfig::parse(DEMO_CONFIG, Path::new("examples/fraud/cascade.toml"), base)?;
+    let requests = DEMO_REQUESTS
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(Request::from_json)
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut broken = healthy.clone();
+    broken.tiers[0].plugin = "builtin:chaos".into();
+    broken.tiers[0].params = toml::toml! { mode = "infinite-loop" };
+
+    let scenarios = [
+        ("healthy cascade", healthy),
+        ("primary replaced by a tier stuck in an infinite loop (builtin:chaos)", broken),
+    ];
+    let levels: Vec<&str> = scenarios[0].1.tiers.iter().map(|t| t.name.as_str()).collect();
+    if !json {
+        println!("tierhost demo: cascade \"{}\": {} -> safe-default\n", scenarios[0].1.cascade.name, levels.join(" -> "));
+    }
+    for (title, config) in &scenarios {
+        let cascade = Cascade::load(config).await?;
+        if !json {
+            println!("== {title}");
+            println!("{:<20} {:<12} {:<7} {:>5} {:>9} {:>8}  trail", "request", "served by", "label", "conf", "degraded", "time");
+        }
+        for request in &requests {
+            let answer = cascade.predict(request).await;
+            if json {
+                println!("{}", serde_json::to_string(&answer)?);
+            } else {
+                print_row(&answer);
+            }
+        }
+        if !json {
+            println!();
+        }
+    }
+    if !json {
+        println!("Each answer's full provenance: tierhost demo --json, or tierhost run --config examples/fraud/cascade.toml --input examples/fraud/request.json");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_row(answer: &Answer) {
+    let (label, confidence) = match &answer.decision {
+        Decision::Answer { label, confidence, .. } => (label.as_str(), format!("{confidence:.2}")),
+        Decision::Abstain { .. } => ("abstain", "-".into()),
+    };
+    let trail: Vec<String> = answer
+        .trail
+        .iter()
+        .map(|e| match &e.reason {
+            Some(r) => format!("{}:{}", e.tier, r.kind()),
+            None => format!("{}:served", e.tier),
+        })
+        .collect();
+    println!(
+        "{:<20} {:<12} {:<7} {:>5} {:>9} {:>6}us  {}",
+        answer.request_id,
+        answer.served_by.tier,
+        label,
+        confidence,
+        if answer.degraded { "yes" } else { "no" },
+        answer.elapsed_us,
+        trail.join(" > ")
+    );
+}

@@ -17,7 +17,10 @@ const GUESTS: &[(&str, &str, bool)] = &[
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets this"));
-    let root = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf();
     let plugins = root.join("plugins");
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -51,7 +54,9 @@ fn main() {
             cmd.env_remove(key);
         }
     }
-    let output = cmd.output().expect("failed to run cargo for the guest plugins");
+    let output = cmd
+        .output()
+        .expect("failed to run cargo for the guest plugins");
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if stderr.contains("wasm32-wasip2") && stderr.contains("not installed")
@@ -67,11 +72,17 @@ fn main() {
 
     let out_dir = target_dir.join("wasm32-wasip2").join("release");
     let mut generated = String::new();
-    let mut builtins = String::from("/// Reference tiers embedded in the binary, usable as `builtin:<name>` plugins.\n");
+    let mut builtins = String::from(
+        "/// Reference tiers embedded in the binary, usable as `builtin:<name>` plugins.\n",
+    );
     builtins.push_str("pub static BUILTIN: &[(&str, &[u8])] = &[\n");
     for (krate, name, builtin) in GUESTS {
         let wasm = out_dir.join(format!("{}.wasm", krate.replace('-', "_")));
-        assert!(wasm.exists(), "expected guest component at {}", wasm.display());
+        assert!(
+            wasm.exists(),
+            "expected guest component at {}",
+            wasm.display()
+        );
         let path = escape(&wasm);
         writeln!(
             generated,
@@ -90,5 +101,8 @@ fn main() {
 }
 
 fn escape(path: &Path) -> String {
-    path.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
+    path.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
 }

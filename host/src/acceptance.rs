@@ -12,7 +12,10 @@ pub fn check(prediction: &Prediction, tier: &TierConfig) -> Result<(), FallbackR
         return invalid(format!("score is {} (must be finite)", prediction.score));
     }
     if !prediction.confidence.is_finite() || !(0.0..=1.0).contains(&prediction.confidence) {
-        return invalid(format!("confidence is {} (must be within [0, 1])", prediction.confidence));
+        return invalid(format!(
+            "confidence is {} (must be within [0, 1])",
+            prediction.confidence
+        ));
     }
     let size = prediction.label.len() + prediction.reasons.iter().map(String::len).sum::<usize>();
     if size as u64 > tier.limits.max_output_bytes {
@@ -25,7 +28,7 @@ pub fn check(prediction: &Prediction, tier: &TierConfig) -> Result<(), FallbackR
         return invalid("label is empty".into());
     }
     let accept = &tier.accept;
-    if !accept.labels.is_empty() && !accept.labels.iter().any(|l| *l == prediction.label) {
+    if !accept.labels.is_empty() && !accept.labels.contains(&prediction.label) {
         let shown: String = prediction.label.chars().take(64).collect();
         return invalid(format!("label `{shown}` is not one of {:?}", accept.labels));
     }
@@ -61,13 +64,22 @@ mod tests {
             instances: Default::default(),
             warm_instances: 1,
             limits: Default::default(),
-            accept: AcceptConfig { labels: vec!["allow".into(), "block".into()], score_min: Some(0.0), score_max: Some(1.0) },
+            accept: AcceptConfig {
+                labels: vec!["allow".into(), "block".into()],
+                score_min: Some(0.0),
+                score_max: Some(1.0),
+            },
             params: Default::default(),
         }
     }
 
     fn p(label: &str, score: f64, confidence: f64) -> Prediction {
-        Prediction { label: label.into(), score, confidence, reasons: vec![] }
+        Prediction {
+            label: label.into(),
+            score,
+            confidence,
+            reasons: vec![],
+        }
     }
 
     #[test]
@@ -75,9 +87,15 @@ mod tests {
         let t = tier();
         assert_eq!(check(&p("allow", 0.2, 0.9), &t), Ok(()));
         let kind = |r: Result<(), FallbackReason>| r.unwrap_err().kind();
-        assert_eq!(kind(check(&p("allow", f64::NAN, 0.9), &t)), "invalid-output");
+        assert_eq!(
+            kind(check(&p("allow", f64::NAN, 0.9), &t)),
+            "invalid-output"
+        );
         assert_eq!(kind(check(&p("allow", 0.2, 1.5), &t)), "invalid-output");
-        assert_eq!(kind(check(&p("allow", 0.2, f64::INFINITY), &t)), "invalid-output");
+        assert_eq!(
+            kind(check(&p("allow", 0.2, f64::INFINITY), &t)),
+            "invalid-output"
+        );
         assert_eq!(kind(check(&p("maybe", 0.2, 0.9), &t)), "invalid-output");
         assert_eq!(kind(check(&p("allow", 1.2, 0.9), &t)), "invalid-output");
         assert_eq!(kind(check(&p("allow", 0.2, 0.4), &t)), "low-confidence");

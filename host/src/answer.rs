@@ -103,6 +103,9 @@ fn is_zero(n: &u64) -> bool {
 impl Answer {
     /// The reason kinds of every tier that did not serve, in order.
     pub fn fallback_kinds(&self) -> Vec<&'static str> {
-        self.trail.iter().filter_map(|e| e.reason.as_ref().map(FallbackReason::kind)).collect()
+        self.trail
+            .iter()
+            .filter_map(|e| e.reason.as_ref().map(FallbackReason::kind))
+            .collect()
     }
 }

@@ -8,7 +8,10 @@ pub mod guests {
 
 /// The embedded component called `name`, if there is one.
 pub fn get(name: &str) -> Option<&'static [u8]> {
-    guests::BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+    guests::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
 }
 
 /// Names of the embedded tiers.

@@ -41,25 +41,31 @@ pub struct Cascade {
 impl Cascade {
     /// Creates the engine from `[engine]` and loads every tier.
     pub async fn load(config: &CascadeConfig) -> Result<Self, ConfigError> {
-        let engine = TierEngine::new(&config.engine, &config.base_dir).map_err(|e| ConfigError::Invalid {
-            path: config.source.clone(),
-            field: "engine".into(),
-            problem: e.to_string(),
+        let engine = TierEngine::new(&config.engine, &config.base_dir).map_err(|e| {
+            ConfigError::Invalid {
+                path: config.source.clone(),
+                field: "engine".into(),
+                problem: e.to_string(),
+            }
         })?;
         Self::with_engine(engine, config).await
     }
 
     /// Loads every tier of `config` on an existing engine.
-    pub async fn with_engine(engine: TierEngine, config: &CascadeConfig) -> Result<Self, ConfigError> {
+    pub async fn with_engine(
+        engine: TierEngine,
+        config: &CascadeConfig,
+    ) -> Result<Self, ConfigError> {
         let mut tiers = Vec::with_capacity(config.tiers.len());
         for tier in &config.tiers {
             let sandbox = match Plugin::load(&engine, &tier.plugin, &config.base_dir).await {
                 Ok(plugin) => {
-                    let params = flatten_params(&tier.params).map_err(|problem| ConfigError::Invalid {
-                        path: config.source.clone(),
-                        field: format!("tier \"{}\".params", tier.name),
-                        problem,
-                    })?;
+                    let params =
+                        flatten_params(&tier.params).map_err(|problem| ConfigError::Invalid {
+                            path: config.source.clone(),
+                            field: format!("tier \"{}\".params", tier.name),
+                            problem,
+                        })?;
                     Ok(Sandbox::new(
                         Arc::new(plugin),
                         &tier.name,
@@ -74,7 +80,10 @@ impl Cascade {
                     Err(error)
                 }
             };
-            tiers.push(CascadeTier { config: tier.clone(), sandbox });
+            tiers.push(CascadeTier {
+                config: tier.clone(),
+                sandbox,
+            });
         }
         let audit = match &config.cascade.audit_log {
             Some(path) => {
@@ -116,7 +125,12 @@ impl Cascade {
     pub fn load_errors(&self) -> Vec<(&str, &LoadError)> {
         self.tiers
             .iter()
-            .filter_map(|t| t.sandbox.as_ref().err().map(|e| (t.config.name.as_str(), e)))
+            .filter_map(|t| {
+                t.sandbox
+                    .as_ref()
+                    .err()
+                    .map(|e| (t.config.name.as_str(), e))
+            })
             .collect()
     }
 
@@ -138,7 +152,12 @@ impl Cascade {
             Some((tier, p)) => {
                 let info = tier.sandbox.as_ref().ok().map(|s| s.plugin().info());
                 (
-                    Decision::Answer { label: p.label, score: p.score, confidence: p.confidence, reasons: p.reasons },
+                    Decision::Answer {
+                        label: p.label,
+                        score: p.score,
+                        confidence: p.confidence,
+                        reasons: p.reasons,
+                    },
                     ServedBy {
                         tier: tier.config.name.clone(),
                         plugin: info.map(|i| i.name.clone()),
@@ -147,7 +166,15 @@ impl Cascade {
                     },
                 )
             }
-            None => (self.safe_decision(), ServedBy { tier: "safe-default".into(), plugin: None, version: None, sha256: None }),
+            None => (
+                self.safe_decision(),
+                ServedBy {
+                    tier: "safe-default".into(),
+                    plugin: None,
+                    version: None,
+                    sha256: None,
+                },
+            ),
         };
         let answer = Answer {
             request_id: request.id.clone(),
@@ -164,7 +191,9 @@ impl Cascade {
     fn safe_decision(&self) -> Decision {
         let sd = &self.safe_default;
         match &sd.abstain {
-            Some(reason) => Decision::Abstain { reason: reason.clone() },
+            Some(reason) => Decision::Abstain {
+                reason: reason.clone(),
+            },
             None => Decision::Answer {
                 label: sd.label.clone(),
                 score: sd.score,
@@ -179,7 +208,10 @@ impl Cascade {
         tier: &CascadeTier,
         request: &Request,
         remaining: Duration,
-    ) -> (TrailEntry, Option<crate::sandbox::bindings::tierhost::tier::types::Prediction>) {
+    ) -> (
+        TrailEntry,
+        Option<crate::sandbox::bindings::tierhost::tier::types::Prediction>,
+    ) {
         let mut entry = TrailEntry {
             tier: tier.config.name.clone(),
             version: None,
@@ -197,7 +229,14 @@ impl Cascade {
         };
         let sandbox = match &tier.sandbox {
             Ok(s) => s,
-            Err(e) => return skip(entry, FallbackReason::LoadFailed { detail: e.to_string() }),
+            Err(e) => {
+                return skip(
+                    entry,
+                    FallbackReason::LoadFailed {
+                        detail: e.to_string(),
+                    },
+                );
+            }
         };
         entry.version = Some(sandbox.plugin().info().version.clone());
         if remaining.is_zero() {

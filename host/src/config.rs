@@ -61,7 +61,11 @@ fn default_budget_ms() -> u64 {
 
 impl Default for CascadeSection {
     fn default() -> Self {
-        Self { name: default_cascade_name(), budget_ms: DEFAULT_BUDGET_MS, audit_log: None }
+        Self {
+            name: default_cascade_name(),
+            budget_ms: DEFAULT_BUDGET_MS,
+            audit_log: None,
+        }
     }
 }
 
@@ -169,8 +173,10 @@ impl Default for SafeDefaultConfig {
 impl CascadeConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, path, &base)
     }
@@ -204,7 +210,9 @@ impl CascadeConfig {
         if self.cascade.budget_ms == 0 {
             return Err(self.invalid("cascade.budget_ms", "must be greater than 0"));
         }
-        self.engine.validate().map_err(|(field, problem)| self.invalid(format!("engine.{field}"), problem))?;
+        self.engine
+            .validate()
+            .map_err(|(field, problem)| self.invalid(format!("engine.{field}"), problem))?;
         let sd = &self.safe_default;
         if !sd.score.is_finite() {
             return Err(self.invalid("safe_default.score", "must be a finite number"));
@@ -219,7 +227,10 @@ impl CascadeConfig {
         for (i, tier) in self.tiers.iter().enumerate() {
             let at = |field: &str| format!("tier \"{}\" (tier[{i}]).{field}", tier.name);
             if tier.name.is_empty() || tier.name == "safe-default" {
-                return Err(self.invalid(format!("tier[{i}].name"), "must be non-empty and not `safe-default`"));
+                return Err(self.invalid(
+                    format!("tier[{i}].name"),
+                    "must be non-empty and not `safe-default`",
+                ));
             }
             if let Some(first) = seen.insert(tier.name.as_str(), i) {
                 return Err(self.invalid(
@@ -234,21 +245,29 @@ impl CascadeConfig {
                 return Err(self.invalid(at("min_confidence"), "must be within [0, 1]"));
             }
             if tier.instances == InstanceMode::Reuse && tier.warm_instances == 0 {
-                return Err(self.invalid(at("warm_instances"), "must be at least 1 with instances = \"reuse\""));
+                return Err(self.invalid(
+                    at("warm_instances"),
+                    "must be at least 1 with instances = \"reuse\"",
+                ));
             }
             tier.limits
                 .validate(&self.engine)
-                .map_err(|(field, problem)| self.invalid(at(&format!("limits.{field}")), problem))?;
+                .map_err(|(field, problem)| {
+                    self.invalid(at(&format!("limits.{field}")), problem)
+                })?;
             let accept = &tier.accept;
-            for (name, bound) in [("score_min", accept.score_min), ("score_max", accept.score_max)] {
+            for (name, bound) in [
+                ("score_min", accept.score_min),
+                ("score_max", accept.score_max),
+            ] {
                 if bound.is_some_and(|b| !b.is_finite()) {
                     return Err(self.invalid(at(&format!("accept.{name}")), "must be finite"));
                 }
             }
-            if let (Some(lo), Some(hi)) = (accept.score_min, accept.score_max) {
-                if lo > hi {
-                    return Err(self.invalid(at("accept"), format!("score_min {lo} > score_max {hi}")));
-                }
+            if let (Some(lo), Some(hi)) = (accept.score_min, accept.score_max)
+                && lo > hi
+            {
+                return Err(self.invalid(at("accept"), format!("score_min {lo} > score_max {hi}")));
             }
             if let Err(problem) = flatten_params(&tier.params) {
                 return Err(self.invalid(at("params"), problem));
@@ -259,7 +278,11 @@ impl CascadeConfig {
 
     /// Resolves a path from the config (relative to the config file's directory).
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
     }
 }
 
@@ -279,9 +302,17 @@ pub enum ParamValue {
 /// Flattens a `params` table into dotted names. Arrays are not supported (a tier reads named
 /// values); nested tables become `outer.inner`.
 pub fn flatten_params(table: &toml::Table) -> Result<Vec<(String, ParamValue)>, String> {
-    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, ParamValue)>) -> Result<(), String> {
+    fn walk(
+        prefix: &str,
+        table: &toml::Table,
+        out: &mut Vec<(String, ParamValue)>,
+    ) -> Result<(), String> {
         for (key, value) in table {
-            let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let name = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             match value {
                 toml::Value::Table(t) => walk(&name, t, out)?,
                 toml::Value::Boolean(b) => out.push((name, ParamValue::Bool(*b))),
@@ -323,24 +354,37 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_tier_and_field() {
-        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\nmin_confidence = 1.5\n").unwrap_err();
+        let err =
+            parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\nmin_confidence = 1.5\n").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("test.toml") && msg.contains("tier \"a\" (tier[0]).min_confidence"), "{msg}");
+        assert!(
+            msg.contains("test.toml") && msg.contains("tier \"a\" (tier[0]).min_confidence"),
+            "{msg}"
+        );
 
-        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[tier.limits]\ndeadline_ms = 0\n").unwrap_err();
+        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[tier.limits]\ndeadline_ms = 0\n")
+            .unwrap_err();
         assert!(err.to_string().contains("limits.deadline_ms"), "{err}");
 
-        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[tier.limits]\nfuel_typo = 3\n").unwrap_err();
+        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[tier.limits]\nfuel_typo = 3\n")
+            .unwrap_err();
         assert!(err.to_string().contains("fuel_typo"), "{err}");
 
-        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[[tier]]\nname = \"a\"\nplugin = \"y\"\n").unwrap_err();
+        let err = parse(
+            "[[tier]]\nname = \"a\"\nplugin = \"x\"\n[[tier]]\nname = \"a\"\nplugin = \"y\"\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("duplicate"), "{err}");
 
         let err = parse("").unwrap_err();
         assert!(err.to_string().contains("no tiers"), "{err}");
 
-        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[tier.params]\nw = [1, 2]\n").unwrap_err();
-        assert!(err.to_string().contains("params") && err.to_string().contains("`w`"), "{err}");
+        let err = parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\n[tier.params]\nw = [1, 2]\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("params") && err.to_string().contains("`w`"),
+            "{err}"
+        );
 
         let err = parse("[[tier]\nname=").unwrap_err();
         assert!(err.to_string().starts_with("test.toml:"), "{err}");
@@ -348,7 +392,9 @@ mod tests {
 
     #[test]
     fn params_flatten_with_dots() {
-        let table: toml::Table = toml::from_str("bias = -1.0\n[weights]\namount = 0.5\n[weights.cat]\ncrypto = 2\n").unwrap();
+        let table: toml::Table =
+            toml::from_str("bias = -1.0\n[weights]\namount = 0.5\n[weights.cat]\ncrypto = 2\n")
+                .unwrap();
         let flat = flatten_params(&table).unwrap();
         assert!(flat.contains(&("weights.amount".into(), ParamValue::Float(0.5))));
         assert!(flat.contains(&("weights.cat.crypto".into(), ParamValue::Integer(2))));

@@ -88,7 +88,13 @@ impl TierEngine {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat_hash = format!("{:016x}", hasher.finish());
 
-        let cache_dir = limits.cache_dir.as_ref().map(|d| if d.is_absolute() { d.clone() } else { base_dir.join(d) });
+        let cache_dir = limits.cache_dir.as_ref().map(|d| {
+            if d.is_absolute() {
+                d.clone()
+            } else {
+                base_dir.join(d)
+            }
+        });
         spawn_epoch_ticker(&engine, Duration::from_micros(limits.epoch_tick_us))?;
         Ok(Self {
             inner: Arc::new(EngineInner {
@@ -127,7 +133,13 @@ impl TierEngine {
     /// wasm's sha256 and the engine's compatibility hash.
     pub fn compile(&self, wasm: &[u8], sha256: &str) -> Result<Component, LoadError> {
         let key = format!("{sha256}-{}", self.inner.compat_hash);
-        if let Some(c) = self.inner.compiled.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some(c) = self
+            .inner
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
             return Ok(c);
         }
         let started = Instant::now();
@@ -143,7 +155,11 @@ impl TierEngine {
                 if let Some(dir) = &self.inner.cache_dir {
                     self.store_cached(dir, &key, &c)?;
                 }
-                tracing::info!(sha256, elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
+                tracing::info!(
+                    sha256,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "compiled component"
+                );
                 c
             }
         };
@@ -175,7 +191,9 @@ impl TierEngine {
     }
 
     fn store_cached(&self, dir: &Path, key: &str, component: &Component) -> Result<(), LoadError> {
-        let bytes = component.serialize().map_err(|e| LoadError::Cache(format!("{e:#}")))?;
+        let bytes = component
+            .serialize()
+            .map_err(|e| LoadError::Cache(format!("{e:#}")))?;
         create_private_dir(dir)?;
         let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
         write_private(&tmp, &bytes)?;
@@ -184,8 +202,9 @@ impl TierEngine {
     }
 }
 
-/// Advances the engine's epoch every `period`, drift-free (sleeps until `t0 + k * period`), so
-/// a deadline of N ticks fires after N periods of wall time at most one tick early. The thread
+/// Advances the engine's epoch every `period`, drift-free (sleeps until `t0 + k * period`). A
+/// tick makes a call whose deadline has come look at the wall clock (see the sandbox), so a
+/// deadline is enforced at most about one tick late and never early. The thread
 /// holds only a weak reference and exits within one tick of the last `Engine` clone (held by
 /// components and instances too) being dropped.
 fn spawn_epoch_ticker(engine: &Engine, period: Duration) -> Result<(), EngineError> {
@@ -198,8 +217,11 @@ fn spawn_epoch_ticker(engine: &Engine, period: Duration) -> Result<(), EngineErr
             loop {
                 k = k.wrapping_add(1);
                 let next = start + period * k;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
+                match next.checked_duration_since(Instant::now()) {
+                    Some(wait) => std::thread::sleep(wait),
+                    // Stalled (host overloaded): resume the schedule from now instead of
+                    // bursting ticks; deadlines are re-checked against the wall clock anyway.
+                    None => k = (start.elapsed().as_nanos() / period.as_nanos().max(1)) as u32,
                 }
                 match weak.upgrade() {
                     Some(engine) => engine.increment_epoch(),
@@ -266,5 +288,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 }
 #[cfg(not(unix))]
 fn check_private(_path: &Path) -> Result<(), LoadError> {
-    Err(LoadError::Cache("the disk cache is only supported on unix".into()))
+    Err(LoadError::Cache(
+        "the disk cache is only supported on unix".into(),
+    ))
 }

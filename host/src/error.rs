@@ -6,7 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     /// Not valid JSON, or not the request shape.
-    #[error("request is not valid JSON of the form {{\"id\": \"...\", \"features\": {{...}}}}: {0}")]
+    #[error(
+        "request is not valid JSON of the form {{\"id\": \"...\", \"features\": {{...}}}}: {0}"
+    )]
     Json(String),
     /// A feature has a value the host does not accept.
     #[error("feature `{name}`: {problem}")]

@@ -50,8 +50,14 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { path: path.to_path_buf(), file: Mutex::new(std::io::BufWriter::new(file)) })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Mutex::new(std::io::BufWriter::new(file)),
+        })
     }
 
     /// Where the audit file is.
@@ -60,7 +66,9 @@ impl AuditLog {
     }
 
     fn write(&self, events: &[FallbackEvent<'_>]) {
-        let Ok(mut file) = self.file.lock() else { return };
+        let Ok(mut file) = self.file.lock() else {
+            return;
+        };
         let result = events
             .iter()
             .try_for_each(|event| {
@@ -79,8 +87,13 @@ pub fn emit_fallbacks(cascade: &str, answer: &Answer, audit: Option<&AuditLog>) 
     let served_version = answer.served_by.version.as_deref();
     let mut events = Vec::new();
     for (i, entry) in answer.trail.iter().enumerate() {
-        let Some(reason) = &entry.reason else { continue };
-        let to_tier = answer.trail.get(i + 1).map_or("safe-default", |next| next.tier.as_str());
+        let Some(reason) = &entry.reason else {
+            continue;
+        };
+        let to_tier = answer
+            .trail
+            .get(i + 1)
+            .map_or("safe-default", |next| next.tier.as_str());
         tracing::warn!(
             target: "tierhost::fallback",
             cascade,

@@ -155,7 +155,11 @@ pub struct MemoryLimitHit {
 
 impl std::fmt::Display for MemoryLimitHit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "memory limit: asked for {} bytes, limit {}", self.requested, self.limit)
+        write!(
+            f,
+            "memory limit: asked for {} bytes, limit {}",
+            self.requested, self.limit
+        )
     }
 }
 
@@ -176,7 +180,10 @@ pub struct TierLimiter {
 impl TierLimiter {
     /// A limiter for `max_memory_bytes` of linear memory.
     pub fn new(max_memory_bytes: u64) -> Self {
-        Self { max_memory_bytes: usize::try_from(max_memory_bytes).unwrap_or(usize::MAX), hit: None }
+        Self {
+            max_memory_bytes: usize::try_from(max_memory_bytes).unwrap_or(usize::MAX),
+            hit: None,
+        }
     }
 }
 
@@ -188,7 +195,10 @@ impl wasmtime::ResourceLimiter for TierLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.max_memory_bytes {
-            let hit = MemoryLimitHit { requested: desired as u64, limit: self.max_memory_bytes as u64 };
+            let hit = MemoryLimitHit {
+                requested: desired as u64,
+                limit: self.max_memory_bytes as u64,
+            };
             self.hit = Some(hit);
             return Err(wasmtime::Error::new(hit));
         }
@@ -197,7 +207,10 @@ impl wasmtime::ResourceLimiter for TierLimiter {
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
         // The pooling allocator's own slot size was exceeded: same fault for the tier.
-        self.hit.get_or_insert(MemoryLimitHit { requested: 0, limit: self.max_memory_bytes as u64 });
+        self.hit.get_or_insert(MemoryLimitHit {
+            requested: 0,
+            limit: self.max_memory_bytes as u64,
+        });
         Err(error)
     }
 
@@ -208,7 +221,10 @@ impl wasmtime::ResourceLimiter for TierLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
-            let hit = MemoryLimitHit { requested: desired as u64, limit: MAX_TABLE_ELEMENTS as u64 };
+            let hit = MemoryLimitHit {
+                requested: desired as u64,
+                limit: MAX_TABLE_ELEMENTS as u64,
+            };
             self.hit = Some(hit);
             return Err(wasmtime::Error::new(hit));
         }

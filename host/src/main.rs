@@ -12,7 +12,11 @@ const DEMO_CONFIG: &str = include_str!("../../examples/fraud/cascade.toml");
 const DEMO_REQUESTS: &str = include_str!("../../examples/fraud/requests.jsonl");
 
 #[derive(Parser)]
-#[command(name = "tierhost", version, about = "Answer inference requests through a cascade of sandboxed wasm fallback tiers")]
+#[command(
+    name = "tierhost",
+    version,
+    about = "Answer inference requests through a cascade of sandboxed wasm fallback tiers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +62,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -85,7 +92,13 @@ async fn check(path: &Path) -> Result<ExitCode> {
     let config = CascadeConfig::load(path)?;
     let cascade = Cascade::load(&config).await?;
     let errors = cascade.load_errors();
-    println!("cascade \"{}\" ({}): {} tiers, budget {} ms", cascade.name(), path.display(), config.tiers.len(), config.cascade.budget_ms);
+    println!(
+        "cascade \"{}\" ({}): {} tiers, budget {} ms",
+        cascade.name(),
+        path.display(),
+        config.tiers.len(),
+        config.cascade.budget_ms
+    );
     for tier in cascade.tiers() {
         match &tier.sandbox {
             Ok(s) => {
@@ -93,10 +106,21 @@ async fn check(path: &Path) -> Result<ExitCode> {
                 let l = s.limits();
                 println!(
                     "  ok    {:<14} {} {} ({}) sha256 {}  fuel {} mem {} MiB deadline {} ms min_confidence {}",
-                    tier.config.name, info.name, info.version, info.kind, &info.sha256[..16], l.fuel, l.max_memory_mib, l.deadline_ms, tier.config.min_confidence
+                    tier.config.name,
+                    info.name,
+                    info.version,
+                    info.kind,
+                    &info.sha256[..16],
+                    l.fuel,
+                    l.max_memory_mib,
+                    l.deadline_ms,
+                    tier.config.min_confidence
                 );
             }
-            Err(e) => println!("  FAIL  {:<14} plugin {}: {e}", tier.config.name, tier.config.plugin),
+            Err(e) => println!(
+                "  FAIL  {:<14} plugin {}: {e}",
+                tier.config.name, tier.config.plugin
+            ),
         }
     }
     if errors.is_empty() {
@@ -114,10 +138,13 @@ async fn run(config_path: &Path, input: &Path) -> Result<ExitCode> {
     let config = CascadeConfig::load(config_path)?;
     let text = if input == Path::new("-") {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("reading the request from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the request from stdin")?;
         s
     } else {
-        std::fs::read_to_string(input).with_context(|| format!("{}: cannot read", input.display()))?
+        std::fs::read_to_string(input)
+            .with_context(|| format!("{}: cannot read", input.display()))?
     };
     let request = Request::from_json(&text).with_context(|| format!("{}", input.display()))?;
     let cascade = Cascade::load(&config).await?;
@@ -128,7 +155,8 @@ async fn run(config_path: &Path, input: &Path) -> Result<ExitCode> {
 
 async fn demo(json: bool) -> Result<ExitCode> {
     let base = Path::new(".");
-    let healthy = CascadeConfig::parse(DEMO_CONFIG, Path::new("examples/fraud/cascade.toml"), base)?;
+    let healthy =
+        CascadeConfig::parse(DEMO_CONFIG, Path::new("examples/fraud/cascade.toml"), base)?;
     let requests = DEMO_REQUESTS
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -141,17 +169,32 @@ async fn demo(json: bool) -> Result<ExitCode> {
 
     let scenarios = [
         ("healthy cascade", healthy),
-        ("primary replaced by a tier stuck in an infinite loop (builtin:chaos)", broken),
+        (
+            "primary replaced by a tier stuck in an infinite loop (builtin:chaos)",
+            broken,
+        ),
     ];
-    let levels: Vec<&str> = scenarios[0].1.tiers.iter().map(|t| t.name.as_str()).collect();
+    let levels: Vec<&str> = scenarios[0]
+        .1
+        .tiers
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
     if !json {
-        println!("tierhost demo: cascade \"{}\": {} -> safe-default\n", scenarios[0].1.cascade.name, levels.join(" -> "));
+        println!(
+            "tierhost demo: cascade \"{}\": {} -> safe-default\n",
+            scenarios[0].1.cascade.name,
+            levels.join(" -> ")
+        );
     }
     for (title, config) in &scenarios {
         let cascade = Cascade::load(config).await?;
         if !json {
             println!("== {title}");
-            println!("{:<20} {:<12} {:<7} {:>5} {:>9} {:>8}  trail", "request", "served by", "label", "conf", "degraded", "time");
+            println!(
+                "{:<20} {:<12} {:<7} {:>5} {:>9} {:>8}  trail",
+                "request", "served by", "label", "conf", "degraded", "time"
+            );
         }
         for request in &requests {
             let answer = cascade.predict(request).await;
@@ -166,14 +209,18 @@ async fn demo(json: bool) -> Result<ExitCode> {
         }
     }
     if !json {
-        println!("Each answer's full provenance: tierhost demo --json, or tierhost run --config examples/fraud/cascade.toml --input examples/fraud/request.json");
+        println!(
+            "Each answer's full provenance: tierhost demo --json, or tierhost run --config examples/fraud/cascade.toml --input examples/fraud/request.json"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_row(answer: &Answer) {
     let (label, confidence) = match &answer.decision {
-        Decision::Answer { label, confidence, .. } => (label.as_str(), format!("{confidence:.2}")),
+        Decision::Answer {
+            label, confidence, ..
+        } => (label.as_str(), format!("{confidence:.2}")),
         Decision::Abstain { .. } => ("abstain", "-".into()),
     };
     let trail: Vec<String> = answer

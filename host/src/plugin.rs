@@ -45,20 +45,29 @@ pub struct Plugin {
 
 impl Plugin {
     /// Loads `source` (`builtin:<name>` or a path relative to `base_dir`).
-    pub async fn load(engine: &TierEngine, source: &str, base_dir: &Path) -> Result<Self, LoadError> {
+    pub async fn load(
+        engine: &TierEngine,
+        source: &str,
+        base_dir: &Path,
+    ) -> Result<Self, LoadError> {
         let bytes = read_source(source, base_dir)?;
         Self::from_bytes(engine, source, &bytes).await
     }
 
     /// Loads a component from its bytes.
-    pub async fn from_bytes(engine: &TierEngine, source: &str, wasm: &[u8]) -> Result<Self, LoadError> {
+    pub async fn from_bytes(
+        engine: &TierEngine,
+        source: &str,
+        wasm: &[u8],
+    ) -> Result<Self, LoadError> {
         let sha256 = hex::encode(Sha256::digest(wasm));
         let component = engine.compile(wasm, &sha256)?;
         let instance_pre = engine
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = TierPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            TierPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let mut plugin = Self {
             engine: engine.clone(),
             pre,
@@ -73,7 +82,10 @@ impl Plugin {
         let description = Sandbox::describe_fresh(&plugin, DESCRIBE_DEADLINE)
             .await
             .map_err(|reason| LoadError::Describe(reason.to_string()))?;
-        for (what, value) in [("name", &description.name), ("version", &description.version)] {
+        for (what, value) in [
+            ("name", &description.name),
+            ("version", &description.version),
+        ] {
             if value.is_empty() || value.len() > MAX_DESCRIPTION_BYTES {
                 return Err(LoadError::Describe(format!(
                     "{what} must be 1..={MAX_DESCRIPTION_BYTES} bytes, got {}",
@@ -116,6 +128,13 @@ pub fn read_source(source: &str, base_dir: &Path) -> Result<Vec<u8>, LoadError> 
             .ok_or_else(|| LoadError::UnknownBuiltin(name.to_string()));
     }
     let path = Path::new(source);
-    let path = if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) };
-    std::fs::read(&path).map_err(|e| LoadError::Read { path, message: e.to_string() })
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    };
+    std::fs::read(&path).map_err(|e| LoadError::Read {
+        path,
+        message: e.to_string(),
+    })
 }

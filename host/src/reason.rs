@@ -109,7 +109,10 @@ impl std::fmt::Display for FallbackReason {
         match self {
             Self::OutOfFuel { limit } => write!(f, "out of fuel (limit {limit})"),
             Self::MemoryLimit { requested, limit } => {
-                write!(f, "memory limit: asked for {requested} bytes, limit {limit}")
+                write!(
+                    f,
+                    "memory limit: asked for {requested} bytes, limit {limit}"
+                )
             }
             Self::Deadline { deadline_us } => write!(f, "deadline of {deadline_us} us exceeded"),
             Self::StackOverflow => write!(f, "wasm stack overflow"),
@@ -117,8 +120,14 @@ impl std::fmt::Display for FallbackReason {
             Self::TierError { error, message } => write!(f, "tier error ({error}): {message}"),
             Self::InvalidOutput { detail } => write!(f, "invalid output: {detail}"),
             Self::Abstained { reason } => write!(f, "abstained: {reason}"),
-            Self::LowConfidence { confidence, min_confidence } => {
-                write!(f, "confidence {confidence:.4} below min_confidence {min_confidence}")
+            Self::LowConfidence {
+                confidence,
+                min_confidence,
+            } => {
+                write!(
+                    f,
+                    "confidence {confidence:.4} below min_confidence {min_confidence}"
+                )
             }
             Self::LoadFailed { detail } => write!(f, "plugin failed to load: {detail}"),
             Self::BudgetExhausted => write!(f, "request budget exhausted"),

@@ -53,7 +53,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 impl Request {
     /// Builds a request from already-typed features (library callers).
     pub fn new(id: impl Into<String>, features: Vec<(String, FeatureValue)>) -> Self {
-        Self { id: id.into(), features }
+        Self {
+            id: id.into(),
+            features,
+        }
     }
 
     /// Decodes and validates a request from JSON text.
@@ -103,7 +106,10 @@ impl Request {
 
     /// The value of a feature, if present.
     pub fn feature(&self, name: &str) -> Option<&FeatureValue> {
-        self.features.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.features
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 }
 

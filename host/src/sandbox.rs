@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 use crate::config::{InstanceMode, ParamValue};
 use crate::limits::{MemoryLimitHit, TierLimiter, TierLimits};
@@ -58,11 +60,18 @@ pub struct TierState {
     log_budget: u64,
     log_bytes: u64,
     logs_dropped: u64,
+    /// Wall-clock instant the current call must stop at.
+    deadline_at: Instant,
+    /// Epoch ticks to wait before checking `deadline_at` again.
+    recheck_ticks: u64,
 }
 
 impl WasiView for TierState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -78,10 +87,18 @@ impl wit_host::Host for TierState {
         self.log_bytes += len;
         let (tier, request_id) = (&*self.tier, self.request_id.as_str());
         match level {
-            wit_host::LogLevel::Debug => tracing::debug!(target: "tierhost::tier", tier, request_id, "{message}"),
-            wit_host::LogLevel::Info => tracing::info!(target: "tierhost::tier", tier, request_id, "{message}"),
-            wit_host::LogLevel::Warn => tracing::warn!(target: "tierhost::tier", tier, request_id, "{message}"),
-            wit_host::LogLevel::Error => tracing::error!(target: "tierhost::tier", tier, request_id, "{message}"),
+            wit_host::LogLevel::Debug => {
+                tracing::debug!(target: "tierhost::tier", tier, request_id, "{message}")
+            }
+            wit_host::LogLevel::Info => {
+                tracing::info!(target: "tierhost::tier", tier, request_id, "{message}")
+            }
+            wit_host::LogLevel::Warn => {
+                tracing::warn!(target: "tierhost::tier", tier, request_id, "{message}")
+            }
+            wit_host::LogLevel::Error => {
+                tracing::error!(target: "tierhost::tier", tier, request_id, "{message}")
+            }
         }
     }
 
@@ -227,9 +244,21 @@ impl Sandbox {
             log_budget: self.limits.max_log_bytes,
             log_bytes: 0,
             logs_dropped: 0,
+            deadline_at: Instant::now(),
+            recheck_ticks: 1,
         };
         let mut store = Store::new(self.plugin.engine().engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // Epoch ticks only say "time to look at the clock": the deadline itself is a wall-clock
+        // instant, so a late or bursty ticker can make a cut-off late by a tick, never early.
+        store.epoch_deadline_callback(|ctx| {
+            let data = ctx.data();
+            if Instant::now() >= data.deadline_at {
+                Err(wasmtime::Error::new(Trap::Interrupt))
+            } else {
+                Ok(UpdateDeadline::Continue(data.recheck_ticks))
+            }
+        });
         store
     }
 
@@ -240,10 +269,11 @@ impl Sandbox {
         data.log_bytes = 0;
         data.logs_dropped = 0;
         data.limiter.hit = None;
-        // Both only fail when fuel / epochs are disabled, which the engine never does.
+        data.deadline_at = Instant::now() + deadline;
+        data.recheck_ticks = 1;
+        // Only fails when fuel is disabled, which the engine never does.
         let _ = store.set_fuel(self.limits.fuel);
         store.set_epoch_deadline(self.plugin.engine().deadline_ticks(deadline));
-        store.epoch_deadline_trap();
     }
 
     /// Calls the tier's `predict` with `deadline` of wall time. Never panics; every fault is
@@ -274,29 +304,55 @@ impl Sandbox {
             tokio::time::timeout(deadline, call).await
         };
 
-        let fuel_used = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let fuel_used = self
+            .limits
+            .fuel
+            .saturating_sub(store.get_fuel().unwrap_or(0));
         let logs_dropped = store.data().logs_dropped;
         let (result, keep) = match outcome {
-            Err(_elapsed) => (Err(FallbackReason::Deadline { deadline_us: deadline.as_micros() as u64 }), None),
+            Err(_elapsed) => (
+                Err(FallbackReason::Deadline {
+                    deadline_us: deadline.as_micros() as u64,
+                }),
+                None,
+            ),
             Ok(Err(error)) => (Err(classify(&error, &store, &self.limits, deadline)), None),
-            Ok(Ok((instance, Ok(wit::Outcome::Answer(p))))) => (Ok(TierAnswer::Answer(p)), Some(instance)),
-            Ok(Ok((instance, Ok(wit::Outcome::Abstain(reason))))) => (Ok(TierAnswer::Abstain(reason)), Some(instance)),
+            Ok(Ok((instance, Ok(wit::Outcome::Answer(p))))) => {
+                (Ok(TierAnswer::Answer(p)), Some(instance))
+            }
+            Ok(Ok((instance, Ok(wit::Outcome::Abstain(reason))))) => {
+                (Ok(TierAnswer::Abstain(reason)), Some(instance))
+            }
             Ok(Ok((instance, Err(e)))) => (Err(tier_error(e)), Some(instance)),
         };
-        if let (InstanceMode::Reuse, Some(instance)) = (self.mode, keep) {
-            if let Ok(mut warm) = self.warm.lock() {
-                if warm.len() < self.max_warm {
-                    warm.push((store, instance));
-                }
-            }
+        if let (InstanceMode::Reuse, Some(instance)) = (self.mode, keep)
+            && let Ok(mut warm) = self.warm.lock()
+            && warm.len() < self.max_warm
+        {
+            warm.push((store, instance));
         }
-        CallReport { result, elapsed: started.elapsed(), fuel_used, logs_dropped }
+        CallReport {
+            result,
+            elapsed: started.elapsed(),
+            fuel_used,
+            logs_dropped,
+        }
     }
 
     /// Calls `describe` on a fresh instance (used when loading and checking a plugin).
-    pub(crate) async fn describe_fresh(plugin: &Plugin, deadline: Duration) -> Result<wit::Description, FallbackReason> {
+    pub(crate) async fn describe_fresh(
+        plugin: &Plugin,
+        deadline: Duration,
+    ) -> Result<wit::Description, FallbackReason> {
         let limits = TierLimits::default();
-        let sandbox = Sandbox::new(Arc::new(plugin.clone()), "describe", limits.clone(), &[], InstanceMode::Fresh, 0);
+        let sandbox = Sandbox::new(
+            Arc::new(plugin.clone()),
+            "describe",
+            limits.clone(),
+            &[],
+            InstanceMode::Fresh,
+            0,
+        );
         let mut store = sandbox.new_store("describe");
         sandbox.arm(&mut store, deadline, "describe");
         let call = async {
@@ -304,7 +360,9 @@ impl Sandbox {
             instance.call_describe(&mut store).await
         };
         match tokio::time::timeout(deadline, call).await {
-            Err(_) => Err(FallbackReason::Deadline { deadline_us: deadline.as_micros() as u64 }),
+            Err(_) => Err(FallbackReason::Deadline {
+                deadline_us: deadline.as_micros() as u64,
+            }),
             Ok(Err(e)) => Err(classify(&e, &store, &limits, deadline)),
             Ok(Ok(d)) => Ok(d),
         }
@@ -338,11 +396,19 @@ fn tier_error(e: wit::TierError) -> FallbackReason {
         wit::TierError::BadParams(m) => ("bad-params", m),
         wit::TierError::Internal(m) => ("internal", m),
     };
-    FallbackReason::TierError { error: error.into(), message: truncate(message, 1024) }
+    FallbackReason::TierError {
+        error: error.into(),
+        message: truncate(message, 1024),
+    }
 }
 
 /// Maps a wasmtime error from instantiation or a call to its fault kind.
-fn classify(error: &wasmtime::Error, store: &Store<TierState>, limits: &TierLimits, deadline: Duration) -> FallbackReason {
+fn classify(
+    error: &wasmtime::Error,
+    store: &Store<TierState>,
+    limits: &TierLimits,
+    deadline: Duration,
+) -> FallbackReason {
     let memory = |hit: &MemoryLimitHit| FallbackReason::MemoryLimit {
         requested: hit.requested,
         limit: limits.max_memory_bytes(),
@@ -356,15 +422,26 @@ fn classify(error: &wasmtime::Error, store: &Store<TierState>, limits: &TierLimi
     if let Some(trap) = error.downcast_ref::<Trap>() {
         return match trap {
             Trap::OutOfFuel => FallbackReason::OutOfFuel { limit: limits.fuel },
-            Trap::Interrupt => FallbackReason::Deadline { deadline_us: deadline.as_micros() as u64 },
+            Trap::Interrupt => FallbackReason::Deadline {
+                deadline_us: deadline.as_micros() as u64,
+            },
             Trap::StackOverflow => FallbackReason::StackOverflow,
-            other => FallbackReason::Trap { message: with_stderr(other.to_string(), store) },
+            other => FallbackReason::Trap {
+                message: with_stderr(other.to_string(), store),
+            },
         };
     }
-    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-        return FallbackReason::Shed { detail: "instance pool is full (engine.max_instances)".into() };
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return FallbackReason::Shed {
+            detail: "instance pool is full (engine.max_instances)".into(),
+        };
     }
-    FallbackReason::Trap { message: with_stderr(format!("{error:#}"), store) }
+    FallbackReason::Trap {
+        message: with_stderr(format!("{error:#}"), store),
+    }
 }
 
 fn with_stderr(message: String, store: &Store<TierState>) -> String {
@@ -374,7 +451,10 @@ fn with_stderr(message: String, store: &Store<TierState>) -> String {
     if stderr.is_empty() {
         message
     } else {
-        truncate(format!("{message}; guest stderr: {stderr}"), STDERR_CAPTURE_BYTES)
+        truncate(
+            format!("{message}; guest stderr: {stderr}"),
+            STDERR_CAPTURE_BYTES,
+        )
     }
 }
 

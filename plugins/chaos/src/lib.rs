@@ -41,7 +41,12 @@ struct Chaos;
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 fn answer(label: &str, score: f64, confidence: f64, reasons: Vec<String>) -> Outcome {
-    Outcome::Answer(Prediction { label: label.into(), score, confidence, reasons })
+    Outcome::Answer(Prediction {
+        label: label.into(),
+        score,
+        confidence,
+        reasons,
+    })
 }
 
 fn escaped(what: String) -> Result<Outcome, TierError> {
@@ -73,7 +78,12 @@ impl Guest for Chaos {
             "ok" => Ok(answer(&label, score, confidence, vec!["chaos:ok".into()])),
             "count" => {
                 let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
-                Ok(answer(&label, n as f64, confidence, vec![format!("calls={n}")]))
+                Ok(answer(
+                    &label,
+                    n as f64,
+                    confidence,
+                    vec![format!("calls={n}")],
+                ))
             }
             "infinite-loop" => {
                 let mut i: u64 = 0;
@@ -88,7 +98,12 @@ impl Guest for Chaos {
                 for i in 0..n as u64 {
                     acc = black_box(acc.wrapping_add(i));
                 }
-                Ok(answer(&label, score, confidence, vec![format!("burned={}", acc % 7)]))
+                Ok(answer(
+                    &label,
+                    score,
+                    confidence,
+                    vec![format!("burned={}", acc % 7)],
+                ))
             }
             "sleep" => {
                 let secs = params.number_or("seconds", 3600.0)?;
@@ -98,14 +113,22 @@ impl Guest for Chaos {
             "memory-bomb" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(black_box(vec![1u8; 1 << 20]));
+                    // Reserve without filling: memory grows as fast as the allocator can ask.
+                    let mut block = Vec::<u8>::with_capacity(1 << 20);
+                    block.push(1);
+                    hoard.push(black_box(block));
                 }
             }
             "alloc" => {
                 let bytes = params.integer_or("bytes", 1 << 20)? as usize;
                 let block = black_box(vec![7u8; bytes]);
                 let sum: u64 = block.iter().step_by(4096).map(|b| *b as u64).sum();
-                Ok(answer(&label, score, confidence, vec![format!("touched={sum}")]))
+                Ok(answer(
+                    &label,
+                    score,
+                    confidence,
+                    vec![format!("touched={sum}")],
+                ))
             }
             "panic" => panic!("chaos tier: deliberate panic"),
             "trap" => {
@@ -116,11 +139,21 @@ impl Guest for Chaos {
             }
             "recursion" => {
                 let depth = recurse(0);
-                Ok(answer(&label, score, confidence, vec![format!("depth={depth}")]))
+                Ok(answer(
+                    &label,
+                    score,
+                    confidence,
+                    vec![format!("depth={depth}")],
+                ))
             }
             "nan" => Ok(answer(&label, f64::NAN, confidence, vec![])),
             "overconfident" => Ok(answer(&label, score, 1.5, vec![])),
-            "huge-reason" => Ok(answer(&label, score, confidence, vec!["x".repeat(10 << 20)])),
+            "huge-reason" => Ok(answer(
+                &label,
+                score,
+                confidence,
+                vec!["x".repeat(10 << 20)],
+            )),
             "bad-label" => Ok(answer("not-a-label", score, confidence, vec![])),
             "log-flood" => {
                 let bytes = params.integer_or("bytes", 1 << 20)? as usize;
@@ -147,7 +180,9 @@ impl Guest for Chaos {
                 if !vars.is_empty() || args > 0 || std::env::var("HOME").is_ok() {
                     return escaped(format!("env vars: {vars:?}, args: {args}"));
                 }
-                Err(TierError::Internal("denied: environment is empty (0 vars, 0 args)".into()))
+                Err(TierError::Internal(
+                    "denied: environment is empty (0 vars, 0 args)".into(),
+                ))
             }
             "connect" => {
                 let mut errors = Vec::new();
@@ -157,12 +192,15 @@ impl Guest for Chaos {
                         Err(e) => errors.push(format!("{addr}: {e}")),
                     }
                 }
-                if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
-                    if sock.send_to(b"x", "1.1.1.1:53").is_ok() {
-                        return escaped("sent a UDP datagram".into());
-                    }
+                if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0")
+                    && sock.send_to(b"x", "1.1.1.1:53").is_ok()
+                {
+                    return escaped("sent a UDP datagram".into());
                 }
-                Err(TierError::Internal(format!("denied: network: {}", errors.join("; "))))
+                Err(TierError::Internal(format!(
+                    "denied: network: {}",
+                    errors.join("; ")
+                )))
             }
             "clock" => {
                 let wall = std::time::SystemTime::now()
@@ -182,7 +220,9 @@ impl Guest for Chaos {
                     "denied: clocks are frozen (wall={wall}ns, elapsed={elapsed}ns)"
                 )))
             }
-            other => Err(TierError::BadParams(format!("unknown chaos mode `{other}`"))),
+            other => Err(TierError::BadParams(format!(
+                "unknown chaos mode `{other}`"
+            ))),
         }
     }
 }

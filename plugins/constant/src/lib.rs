@@ -4,9 +4,7 @@
 //!
 //! Params: `label` (default `review`), `score` (0.0), `confidence` (1.0), `reason`
 //! (`constant`), `abstain` (text: abstain with this reason instead of answering).
-use tierhost_sdk::{
-    Description, Guest, Outcome, Params, Prediction, Request, TierError, TierKind,
-};
+use tierhost_sdk::{Description, Guest, Outcome, Params, Prediction, Request, TierError, TierKind};
 
 struct Constant;
 
@@ -22,7 +20,9 @@ impl Guest for Constant {
     fn predict(_req: Request) -> Result<Outcome, TierError> {
         let params = Params::load();
         if params.get("abstain").is_some() {
-            return Ok(Outcome::Abstain(params.text_or("abstain", "abstain")?.to_string()));
+            return Ok(Outcome::Abstain(
+                params.text_or("abstain", "abstain")?.to_string(),
+            ));
         }
         Ok(Outcome::Answer(Prediction {
             label: params.text_or("label", "review")?.to_string(),

@@ -38,7 +38,11 @@ impl Guest for Linear {
             let weight = match weight {
                 Value::Float(w) => *w,
                 Value::Integer(w) => *w as f64,
-                _ => return Err(TierError::BadParams(format!("weights.{key} must be a number"))),
+                _ => {
+                    return Err(TierError::BadParams(format!(
+                        "weights.{key} must be a number"
+                    )));
+                }
             };
             let contribution = match key.split_once('.') {
                 Some((feature, category)) => {

@@ -28,11 +28,11 @@ pub mod bindings {
     });
 }
 
-pub use bindings::{Guest, export_tier};
 pub use bindings::tierhost::tier::host::{LogLevel, Param};
 pub use bindings::tierhost::tier::types::{
     Description, Feature, Outcome, Prediction, Request, TierError, TierKind, Value,
 };
+pub use bindings::{Guest, export_tier};
 
 /// Writes one log line through the host (bounded per call by the host).
 pub fn log(level: LogLevel, message: &str) {
@@ -47,12 +47,17 @@ pub struct Features<'a> {
 impl<'a> Features<'a> {
     /// Wraps a request's features.
     pub fn new(req: &'a Request) -> Self {
-        Self { features: &req.features }
+        Self {
+            features: &req.features,
+        }
     }
 
     /// The raw value of a feature, `None` when absent.
     pub fn get(&self, name: &str) -> Option<&'a Value> {
-        self.features.iter().find(|f| f.name == name).map(|f| &f.value)
+        self.features
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| &f.value)
     }
 
     /// A numeric feature (integer, float or boolean as 0/1). Absent or null gives `Ok(None)`.
@@ -112,12 +117,17 @@ pub struct Params {
 impl Params {
     /// Fetches the parameters from the host.
     pub fn load() -> Self {
-        Self { params: bindings::tierhost::tier::host::params() }
+        Self {
+            params: bindings::tierhost::tier::host::params(),
+        }
     }
 
     /// The raw value of a parameter.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.params.iter().find(|p| p.name == name).map(|p| &p.value)
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.value)
     }
 
     /// A numeric parameter, or `default` when absent.
@@ -126,7 +136,9 @@ impl Params {
             None => Ok(default),
             Some(Value::Integer(i)) => Ok(*i as f64),
             Some(Value::Float(x)) => Ok(*x),
-            Some(_) => Err(TierError::BadParams(format!("param `{name}` must be a number"))),
+            Some(_) => Err(TierError::BadParams(format!(
+                "param `{name}` must be a number"
+            ))),
         }
     }
 
@@ -152,12 +164,17 @@ impl Params {
         match self.get(name) {
             None => Ok(default),
             Some(Value::Integer(i)) => Ok(*i),
-            Some(_) => Err(TierError::BadParams(format!("param `{name}` must be an integer"))),
+            Some(_) => Err(TierError::BadParams(format!(
+                "param `{name}` must be an integer"
+            ))),
         }
     }
 
     /// Every parameter whose name starts with `prefix.`, with the prefix removed.
-    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> {
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Value)> {
         self.params.iter().filter_map(move |p| {
             p.name
                 .strip_prefix(prefix)
@@ -176,6 +193,15 @@ pub fn binary_prediction(
     negative: &str,
     reasons: Vec<String>,
 ) -> Prediction {
-    let (label, confidence) = if p >= threshold { (positive, p) } else { (negative, 1.0 - p) };
-    Prediction { label: label.to_string(), score: p, confidence, reasons }
+    let (label, confidence) = if p >= threshold {
+        (positive, p)
+    } else {
+        (negative, 1.0 - p)
+    };
+    Prediction {
+        label: label.to_string(),
+        score: p,
+        confidence,
+        reasons,
+    }
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command (see README): installs what the build needs beyond the Rust
+# toolchain, checks formatting and lints, then runs every test. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> rustup target add wasm32-wasip2 (guest tiers are wasm32-wasip2 components)"
+rustup target add wasm32-wasip2
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+(cd plugins && cargo fmt --all -- --check)
+
+echo "==> cargo clippy (host, release profile shared with the tests)"
+cargo clippy --release --all-targets -- -D warnings
+echo "==> cargo clippy (guest tiers, wasm32-wasip2)"
+(cd plugins && cargo clippy --release --target wasm32-wasip2 --target-dir ../target/guests -- -D warnings)
+
+echo "==> cargo test --release"
+cargo test --release --no-fail-fast
+
+echo "==> benchmark smoke run (checks the bench program still works; figures come from scripts/bench.sh)"
+cargo bench --bench sandbox -- --smoke

@@ -1,0 +1,205 @@
+//! Every faulty tier is contained: the host survives, the request is answered by the next
+//! tier, and the trail names the right fault kind.
+mod common;
+
+use common::*;
+use tierhost::{Decision, FallbackReason, Step};
+
+/// (chaos mode, extra limits, expected reason kind, text the reason message must contain)
+const CASES: &[(&str, &str, &str, &str)] = &[
+    ("infinite-loop", "", "out-of-fuel", "out of fuel"),
+    (
+        "spin",
+        "fuel = 1_000_000_000_000\ndeadline_ms = 30",
+        "deadline",
+        "deadline",
+    ),
+    ("sleep", "deadline_ms = 30", "deadline", "deadline"),
+    ("memory-bomb", "", "memory-limit", "memory limit"),
+    ("panic", "", "trap", "deliberate panic"),
+    ("trap", "", "trap", "unreachable"),
+    ("recursion", "", "stack-overflow", "stack overflow"),
+    ("nan", "", "invalid-output", "NaN"),
+    ("overconfident", "", "invalid-output", "confidence is 1.5"),
+    (
+        "huge-reason",
+        "max_memory_mib = 64\nfuel = 1_000_000_000",
+        "invalid-output",
+        "max_output_bytes",
+    ),
+    ("bad-label", "", "invalid-output", "not-a-label"),
+    ("abstain", "", "abstained", "on purpose"),
+    ("error", "", "tier-error", "deliberate tier error"),
+    ("read-file", "", "tier-error", "denied: file access"),
+    ("read-env", "", "tier-error", "denied: environment is empty"),
+    ("connect", "", "tier-error", "denied: network"),
+    (
+        "clock",
+        "",
+        "tier-error",
+        "denied: clocks are frozen (wall=0ns, elapsed=0ns)",
+    ),
+];
+
+fn with_labels(tier: String) -> String {
+    format!("{tier}[tier.accept]\nlabels = [\"allow\", \"review\", \"block\"]\n")
+}
+
+#[tokio::test]
+async fn each_faulty_tier_first_is_contained_and_classified() {
+    for (mode, limits, kind, text) in CASES {
+        let toml = format!(
+            "{}{RULES_TIER}",
+            with_labels(chaos_tier("faulty", mode, limits))
+        );
+        let cascade = cascade(&toml).await;
+        let answer = cascade.predict(&request(&format!("first-{mode}"))).await;
+        assert_eq!(answer.served_by.tier, "rules", "{mode}: {answer:?}");
+        assert!(answer.degraded, "{mode}");
+        assert_eq!(kinds(&answer), vec![*kind], "{mode}: {answer:?}");
+        let message = answer.trail[0].message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains(text),
+            "{mode}: message `{message}` lacks `{text}`"
+        );
+        assert!(
+            matches!(answer.decision, Decision::Answer { ref label, .. } if label == "block"),
+            "{mode}"
+        );
+        // The host keeps serving: the same cascade answers again.
+        let again = cascade.predict(&request(&format!("again-{mode}"))).await;
+        assert_eq!(kinds(&again), vec![*kind], "{mode} second call");
+    }
+}
+
+#[tokio::test]
+async fn a_faulty_tier_in_the_middle_is_contained() {
+    for (mode, limits, kind, _) in CASES {
+        let toml = format!(
+            "[[tier]]\nname = \"model\"\nplugin = \"builtin:chaos\"\nmin_confidence = 0.95\n[tier.params]\nmode = \"ok\"\nconfidence = 0.6\n{}{RULES_TIER}",
+            with_labels(chaos_tier("faulty", mode, limits))
+        );
+        let answer = cascade(&toml)
+            .await
+            .predict(&request(&format!("middle-{mode}")))
+            .await;
+        assert_eq!(answer.served_by.tier, "rules", "{mode}: {answer:?}");
+        assert_eq!(kinds(&answer), vec!["low-confidence", *kind], "{mode}");
+        assert_eq!(answer.trail[2].step, Step::Served);
+    }
+}
+
+#[tokio::test]
+async fn a_cascade_of_only_faulty_tiers_is_answered_by_the_safe_default() {
+    let toml = format!(
+        "[safe_default]\nlabel = \"review\"\nreasons = [\"safe_default\", \"flag_for_review\"]\n{}{}{}{}",
+        chaos_tier("loop", "infinite-loop", ""),
+        chaos_tier("bomb", "memory-bomb", ""),
+        chaos_tier("panic", "panic", ""),
+        chaos_tier("deep", "recursion", ""),
+    );
+    let answer = cascade(&toml).await.predict(&request("all-faulty")).await;
+    assert_eq!(answer.served_by.tier, "safe-default");
+    assert_eq!(answer.served_by.sha256, None);
+    assert!(answer.degraded);
+    assert_eq!(
+        kinds(&answer),
+        vec!["out-of-fuel", "memory-limit", "trap", "stack-overflow"]
+    );
+    assert_eq!(
+        answer.decision,
+        Decision::Answer {
+            label: "review".into(),
+            score: 0.0,
+            confidence: 0.0,
+            reasons: vec!["safe_default".into(), "flag_for_review".into()],
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_safe_default_can_abstain_and_escalate() {
+    let toml = format!(
+        "[safe_default]\nabstain = \"escalated to human review\"\n{}",
+        chaos_tier("broken", "trap", "")
+    );
+    let answer = cascade(&toml).await.predict(&request("abstain")).await;
+    assert_eq!(
+        answer.decision,
+        Decision::Abstain {
+            reason: "escalated to human review".into()
+        }
+    );
+    assert_eq!(answer.served_by.tier, "safe-default");
+}
+
+#[tokio::test]
+async fn plugins_that_fail_to_load_are_stepped_over_with_load_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.wasm");
+    std::fs::write(
+        &corrupt,
+        b"\0asm\x0d\0\x01\0garbage that is not a component",
+    )
+    .unwrap();
+    let core_module = dir.path().join("core.wasm");
+    std::fs::write(&core_module, b"\0asm\x01\0\0\0").unwrap();
+    let toml = format!(
+        "[[tier]]\nname = \"corrupt\"\nplugin = \"{}\"\n[[tier]]\nname = \"core-module\"\nplugin = \"{}\"\n[[tier]]\nname = \"wrong-world\"\nplugin = \"{}\"\n[[tier]]\nname = \"missing\"\nplugin = \"{}\"\n[[tier]]\nname = \"unknown-builtin\"\nplugin = \"builtin:nope\"\n{RULES_TIER}",
+        corrupt.display(),
+        core_module.display(),
+        tierhost::builtin::guests::WRONG_WORLD,
+        dir.path().join("absent.wasm").display(),
+    );
+    let cascade = cascade(&toml).await;
+    let errors: Vec<(String, String)> = cascade
+        .load_errors()
+        .iter()
+        .map(|(t, e)| (t.to_string(), e.to_string()))
+        .collect();
+    assert_eq!(errors.len(), 5, "{errors:?}");
+    assert!(
+        errors[0].1.contains("not a valid WebAssembly component"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].1.contains("not a valid WebAssembly component"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[2]
+            .1
+            .contains("does not implement the tierhost:tier world"),
+        "{errors:?}"
+    );
+    assert!(errors[3].1.contains("cannot read plugin"), "{errors:?}");
+    assert!(
+        errors[4].1.contains("unknown builtin plugin `nope`"),
+        "{errors:?}"
+    );
+
+    let answer = cascade.predict(&request("load-failures")).await;
+    assert_eq!(answer.served_by.tier, "rules");
+    assert_eq!(kinds(&answer), vec!["load-failed"; 5]);
+    assert!(
+        matches!(&answer.trail[2].reason, Some(FallbackReason::LoadFailed { detail }) if detail.contains("world"))
+    );
+}
+
+#[tokio::test]
+async fn capability_probes_are_denied_visibly_never_silently() {
+    for mode in ["read-file", "read-env", "connect", "clock"] {
+        let answer = cascade(&chaos_tier("probe", mode, ""))
+            .await
+            .predict(&request(mode))
+            .await;
+        // A probe that got through would answer `escaped`; the denial must be in the trail.
+        assert_eq!(answer.served_by.tier, "safe-default", "{mode}: {answer:?}");
+        match &answer.trail[0].reason {
+            Some(FallbackReason::TierError { message, .. }) => {
+                assert!(message.starts_with("denied:"), "{mode}: {message}")
+            }
+            other => panic!("{mode}: expected the tier to report a denial, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Limit boundaries: just under a limit succeeds, just over is stopped with that limit's kind;
+//! a hung tier is cut off within its deadline plus a small bound; no state survives between
+//! requests to a fresh-instance tier.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tierhost::{Decision, FallbackReason, Step};
+
+fn burn_tier(fuel: u64, iterations: u64) -> String {
+    format!(
+        "[[tier]]\nname = \"burn\"\nplugin = \"builtin:chaos\"\n[tier.limits]\nfuel = {fuel}\n[tier.params]\nmode = \"burn\"\niterations = {iterations}\n"
+    )
+}
+
+#[tokio::test]
+async fn fuel_slightly_above_need_succeeds_and_slightly_below_is_out_of_fuel() {
+    let iterations = 200_000;
+    // Fuel is deterministic: measure what the call needs with plenty, then set limits 2% around it.
+    let probe = cascade(&burn_tier(1_000_000_000, iterations))
+        .await
+        .predict(&request("probe"))
+        .await;
+    assert_eq!(probe.trail[0].step, Step::Served, "{probe:?}");
+    let need = probe.trail[0].fuel_used;
+    assert!(
+        need > iterations,
+        "fuel used {need} should exceed the loop count"
+    );
+
+    let enough = cascade(&burn_tier(need + need / 50, iterations))
+        .await
+        .predict(&request("enough"))
+        .await;
+    assert_eq!(enough.served_by.tier, "burn", "{enough:?}");
+    assert_eq!(enough.trail[0].fuel_used, need);
+
+    let short = cascade(&burn_tier(need - need / 50, iterations))
+        .await
+        .predict(&request("short"))
+        .await;
+    assert_eq!(short.served_by.tier, "safe-default");
+    assert_eq!(kinds(&short), vec!["out-of-fuel"]);
+}
+
+fn alloc_tier(limit_mib: u64, bytes: u64) -> String {
+    format!(
+        "[[tier]]\nname = \"alloc\"\nplugin = \"builtin:chaos\"\n[tier.limits]\nmax_memory_mib = {limit_mib}\n[tier.params]\nmode = \"alloc\"\nbytes = {bytes}\n"
+    )
+}
+
+#[tokio::test]
+async fn memory_slightly_below_limit_succeeds_and_slightly_above_is_memory_limit() {
+    const MIB: u64 = 1024 * 1024;
+    // A Rust guest starts with ~1.1 MiB of linear memory; 8 MiB more stays under 10 MiB...
+    let fits = cascade(&alloc_tier(10, 8 * MIB))
+        .await
+        .predict(&request("fits"))
+        .await;
+    assert_eq!(fits.served_by.tier, "alloc", "{fits:?}");
+    // ...9 MiB more does not.
+    let over = cascade(&alloc_tier(10, 9 * MIB))
+        .await
+        .predict(&request("over"))
+        .await;
+    assert_eq!(over.served_by.tier, "safe-default");
+    match &over.trail[0].reason {
+        Some(FallbackReason::MemoryLimit { requested, limit }) => {
+            assert_eq!(*limit, 10 * MIB);
+            assert!(*requested > 10 * MIB, "requested {requested}");
+        }
+        other => panic!("expected memory-limit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_hung_tier_is_cut_off_within_its_deadline_plus_a_small_bound() {
+    const DEADLINE_MS: u64 = 40;
+    // Generous on a loaded 2-core CI machine; typical overshoot is one epoch tick (250 us).
+    const BOUND_MS: u64 = 15;
+    for mode in ["spin", "sleep"] {
+        let toml = format!(
+            "{}{RULES_TIER}",
+            chaos_tier(
+                "hung",
+                mode,
+                &format!("fuel = 1_000_000_000_000\ndeadline_ms = {DEADLINE_MS}")
+            )
+        );
+        let cascade = cascade(&toml).await;
+        let started = Instant::now();
+        let answer = cascade.predict(&request(mode)).await;
+        let wall = started.elapsed();
+        assert_eq!(kinds(&answer), vec!["deadline"], "{mode}");
+        assert_eq!(answer.served_by.tier, "rules");
+        let tier_ms = answer.trail[0].elapsed_us as f64 / 1000.0;
+        assert!(
+            tier_ms >= (DEADLINE_MS - 1) as f64 && tier_ms <= (DEADLINE_MS + BOUND_MS) as f64,
+            "{mode}: hung tier took {tier_ms:.2} ms for a {DEADLINE_MS} ms deadline"
+        );
+        assert!(
+            wall < Duration::from_millis(DEADLINE_MS + BOUND_MS + 20),
+            "{mode}: request took {wall:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_request_budget_caps_each_tier_and_skips_the_rest() {
+    let toml = format!(
+        "[cascade]\nbudget_ms = 25\n{}{RULES_TIER}",
+        chaos_tier(
+            "hung",
+            "spin",
+            "fuel = 1_000_000_000_000\ndeadline_ms = 1000"
+        )
+    );
+    let cascade = cascade(&toml).await;
+    let started = Instant::now();
+    let answer = cascade.predict(&request("budget")).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(25 + 30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(kinds(&answer), vec!["deadline", "budget-exhausted"]);
+    assert_eq!(answer.served_by.tier, "safe-default");
+    assert_eq!(answer.trail[1].step, Step::Skipped);
+}
+
+#[tokio::test]
+async fn no_state_survives_between_requests_in_fresh_instance_mode() {
+    let toml = chaos_tier("counter", "count", "");
+    let cascade = cascade(&toml).await;
+    for i in 0..3 {
+        let answer = cascade.predict(&request(&format!("fresh-{i}"))).await;
+        match answer.decision {
+            Decision::Answer {
+                score, ref reasons, ..
+            } => {
+                assert_eq!(
+                    score, 1.0,
+                    "call {i} saw state from an earlier call: {reasons:?}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn reuse_mode_keeps_a_warm_instance_and_discards_it_after_a_fault() {
+    let toml = "[[tier]]\nname = \"counter\"\nplugin = \"builtin:chaos\"\ninstances = \"reuse\"\nwarm_instances = 1\n[tier.params]\nmode = \"count\"\n";
+    let cascade = cascade(toml).await;
+    let scores: Vec<f64> = futures_scores(&cascade, 3).await;
+    assert_eq!(
+        scores,
+        vec![1.0, 2.0, 3.0],
+        "a reused instance keeps its globals"
+    );
+}
+
+async fn futures_scores(cascade: &tierhost::Cascade, n: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        match cascade
+            .predict(&request(&format!("reuse-{i}")))
+            .await
+            .decision
+        {
+            Decision::Answer { score, .. } => out.push(score),
+            other => panic!("{other:?}"),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn log_output_is_bounded_per_call_and_the_drop_is_counted() {
+    let toml = "[[tier]]\nname = \"chatty\"\nplugin = \"builtin:chaos\"\n[tier.limits]\nmax_log_bytes = 4096\n[tier.params]\nmode = \"log-flood\"\nbytes = 65536\n";
+    let answer = cascade(toml).await.predict(&request("flood")).await;
+    assert_eq!(answer.served_by.tier, "chatty");
+    // 64 lines of 1 KiB, 4 fit in the 4 KiB budget.
+    assert_eq!(answer.trail[0].logs_dropped, 60);
+}

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+};
 
 use crate::error::{EngineError, LoadError};
 use crate::limits::EngineLimits;
@@ -67,7 +69,9 @@ impl TierEngine {
             .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .max_memory_size(limits.max_memory_mib as usize * MIB)
             .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
-            .table_keep_resident(TABLE_KEEP_RESIDENT);
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
+            // Reset only the pages an instance actually touched (Linux >= 6.7; a no-op elsewhere).
+            .pagemap_scan(Enabled::Auto);
 
         let mut config = Config::new();
         config
@@ -76,6 +80,10 @@ impl TierEngine {
             .epoch_interruption(true)
             .max_wasm_stack(stack)
             .async_stack_size(stack + HOST_STACK_HEADROOM)
+            // A trap is classified by its kind and a panic by the guest's captured stderr;
+            // walking the wasm stack on every trap (thousands of frames on a stack overflow)
+            // would make a fault storm expensive for no gain in the trail.
+            .wasm_backtrace(false)
             .cranelift_opt_level(OptLevel::Speed)
             .parallel_compilation(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `ok` | answers `label`/`score`/`confidence` params | served (or low confidence) |
 //! | `count` | answers with the number of calls this instance has seen | state isolation |
+//! | `flaky` | traps for a `fault_rate` share of request ids (FNV-1a of the id), else `ok` | fault mix |
 //! | `infinite-loop` | `loop {}` | out of fuel (or deadline) |
 //! | `burn` | spins `iterations` times, then answers | fuel boundary |
 //! | `spin` | busy loop for ~forever (a hung computation) | deadline |
@@ -68,7 +69,7 @@ impl Guest for Chaos {
         }
     }
 
-    fn predict(_req: Request) -> Result<Outcome, TierError> {
+    fn predict(req: Request) -> Result<Outcome, TierError> {
         let params = Params::load();
         let mode = params.text_or("mode", "ok")?.to_string();
         let label = params.text_or("label", "allow")?.to_string();
@@ -76,6 +77,26 @@ impl Guest for Chaos {
         let confidence = params.number_or("confidence", 0.9)?;
         match mode.as_str() {
             "ok" => Ok(answer(&label, score, confidence, vec!["chaos:ok".into()])),
+            "flaky" => {
+                // Deterministic per request id, so a load test and its baseline fault on the
+                // same requests: FNV-1a 64 of the id, modulo 10000, below fault_rate * 10000.
+                let rate = params.number_or("fault_rate", 0.2)?;
+                let hash = req.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                });
+                if ((hash % 10_000) as f64) < rate * 10_000.0 {
+                    #[cfg(target_arch = "wasm32")]
+                    core::arch::wasm32::unreachable();
+                    #[cfg(not(target_arch = "wasm32"))]
+                    std::process::abort();
+                }
+                Ok(answer(
+                    &label,
+                    score,
+                    confidence,
+                    vec!["chaos:flaky-ok".into()],
+                ))
+            }
             "count" => {
                 let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
                 Ok(answer(

@@ -21,11 +21,36 @@
 //!
 //! Missing `account_age_days` is treated as a brand-new account: when unsure, err on the side
 //! that causes less damage (flag for review rather than allow).
+mod logic;
+
+use logic::{RULES, RuleParams, Transaction};
 use tierhost_sdk::{
     Description, Features, Guest, Outcome, Params, Prediction, Request, TierError, TierKind,
 };
 
 struct Rules;
+
+fn params() -> Result<(RuleParams, f64), TierError> {
+    let p = Params::load();
+    let d = RuleParams::default();
+    let mut weights = d.weights;
+    for (w, name) in weights.iter_mut().zip(RULES) {
+        *w = p.number_or(&format!("weights.{name}"), *w)?;
+    }
+    Ok((
+        RuleParams {
+            high_amount: p.number_or("high_amount", d.high_amount)?,
+            new_account_days: p.number_or("new_account_days", d.new_account_days)?,
+            high_risk_categories: p
+                .text_or("high_risk_categories", &d.high_risk_categories)?
+                .to_string(),
+            weights,
+            review_at: p.number_or("review_at", d.review_at)?,
+            block_at: p.number_or("block_at", d.block_at)?,
+        },
+        p.number_or("confidence", 0.4)?,
+    ))
+}
 
 impl Guest for Rules {
     fn describe() -> Description {
@@ -37,49 +62,21 @@ impl Guest for Rules {
     }
 
     fn predict(req: Request) -> Result<Outcome, TierError> {
-        let params = Params::load();
+        let (params, confidence) = params()?;
         let features = Features::new(&req);
-        let mut score = 0.0;
-        let mut reasons = Vec::new();
-        let mut fire = |rule: &str, default_weight: f64| -> Result<(), TierError> {
-            score += params.number_or(&format!("weights.{rule}"), default_weight)?;
-            reasons.push(rule.to_string());
-            Ok(())
+        let tx = Transaction {
+            amount: features.require_number("amount")?,
+            account_age_days: features.number("account_age_days")?,
+            merchant_category: features.text("merchant_category")?,
+            is_international: features.flag("is_international")?.unwrap_or(false),
+            has_international_history: features.flag("has_international_history")?.unwrap_or(false),
         };
-
-        let amount = features.require_number("amount")?;
-        if amount > params.number_or("high_amount", 5000.0)? {
-            fire("high_amount", 0.30)?;
-        }
-        let age = features.number("account_age_days")?.unwrap_or(0.0);
-        if age < params.number_or("new_account_days", 7.0)? {
-            fire("new_account", 0.25)?;
-        }
-        if let Some(category) = features.text("merchant_category")? {
-            let risky = params.text_or("high_risk_categories", "gambling,crypto,wire_transfer")?;
-            if risky.split(',').any(|c| c.trim() == category) {
-                fire("high_risk_category", 0.20)?;
-            }
-        }
-        let international = features.flag("is_international")?.unwrap_or(false);
-        let history = features.flag("has_international_history")?.unwrap_or(false);
-        if international && !history {
-            fire("unusual_international", 0.15)?;
-        }
-
-        let score = score.clamp(0.0, 1.0);
-        let label = if score >= params.number_or("block_at", 0.60)? {
-            "block"
-        } else if score >= params.number_or("review_at", 0.30)? {
-            "review"
-        } else {
-            "allow"
-        };
+        let verdict = logic::evaluate(&tx, &params);
         Ok(Outcome::Answer(Prediction {
-            label: label.into(),
-            score,
-            confidence: params.number_or("confidence", 0.4)?,
-            reasons,
+            label: verdict.label.into(),
+            score: verdict.score,
+            confidence,
+            reasons: verdict.reasons,
         }))
     }
 }

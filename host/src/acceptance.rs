@@ -63,6 +63,7 @@ mod tests {
             min_confidence: 0.5,
             instances: Default::default(),
             warm_instances: 1,
+            max_concurrent: 1,
             limits: Default::default(),
             accept: AcceptConfig {
                 labels: vec!["allow".into(), "block".into()],

@@ -5,7 +5,9 @@
 //! abstains, it never chooses where the request goes next. Every tier gets
 //! `min(its deadline, what is left of the request budget)`.
 use std::sync::Arc;
+
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 use crate::acceptance;
 use crate::answer::{Answer, Decision, ServedBy, Step, TrailEntry};
@@ -26,6 +28,15 @@ pub struct CascadeTier {
     pub config: TierConfig,
     /// The ready sandbox, or the load error.
     pub sandbox: Result<Sandbox, LoadError>,
+    /// Bulkhead: one permit per call in flight (`max_concurrent`).
+    slots: Arc<Semaphore>,
+}
+
+impl CascadeTier {
+    /// Calls of this tier in flight right now.
+    pub fn in_flight(&self) -> usize {
+        self.config.max_concurrent - self.slots.available_permits()
+    }
 }
 
 /// A loaded cascade, ready to answer requests.
@@ -34,7 +45,7 @@ pub struct Cascade {
     budget: Duration,
     tiers: Vec<CascadeTier>,
     safe_default: SafeDefaultConfig,
-    audit: Option<AuditLog>,
+    audit: Option<Arc<AuditLog>>,
     engine: TierEngine,
 }
 
@@ -81,6 +92,7 @@ impl Cascade {
                 }
             };
             tiers.push(CascadeTier {
+                slots: Arc::new(Semaphore::new(tier.max_concurrent)),
                 config: tier.clone(),
                 sandbox,
             });
@@ -88,11 +100,18 @@ impl Cascade {
         let audit = match &config.cascade.audit_log {
             Some(path) => {
                 let path = config.resolve(path);
-                Some(AuditLog::open(&path).map_err(|e| ConfigError::Invalid {
-                    path: config.source.clone(),
-                    field: "cascade.audit_log".into(),
-                    problem: format!("cannot open {}: {e}", path.display()),
-                })?)
+                Some(Arc::new(
+                    AuditLog::open(
+                        &path,
+                        config.cascade.audit_max_bytes,
+                        config.cascade.audit_keep,
+                    )
+                    .map_err(|e| ConfigError::Invalid {
+                        path: config.source.clone(),
+                        field: "cascade.audit_log".into(),
+                        problem: format!("cannot open {}: {e}", path.display()),
+                    })?,
+                ))
             }
             None => None,
         };
@@ -132,6 +151,101 @@ impl Cascade {
                     .map(|e| (t.config.name.as_str(), e))
             })
             .collect()
+    }
+
+    /// Total request budget.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// The audit log, when configured.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_deref()
+    }
+
+    /// Writes to `other`'s audit log when both name the same file, so a reloaded cascade
+    /// shares one writer (and one rotation) with the one it replaces.
+    pub fn share_audit_from(&mut self, other: &Cascade) {
+        if let (Some(mine), Some(theirs)) = (&self.audit, &other.audit)
+            && mine.path() == theirs.path()
+        {
+            self.audit = Some(theirs.clone());
+        }
+    }
+
+    /// The safe default's answer without calling any tier, for a request the host cannot take
+    /// on (saturated, or past its budget): every tier is recorded as skipped with `reason`.
+    pub fn answer_without_tiers(
+        &self,
+        request: &Request,
+        reason: FallbackReason,
+        started: Instant,
+    ) -> Answer {
+        let trail = self
+            .tiers
+            .iter()
+            .map(|t| TrailEntry {
+                tier: t.config.name.clone(),
+                version: t
+                    .sandbox
+                    .as_ref()
+                    .ok()
+                    .map(|s| s.plugin().info().version.clone()),
+                step: Step::Skipped,
+                message: Some(reason.to_string()),
+                reason: Some(reason.clone()),
+                elapsed_us: 0,
+                fuel_used: 0,
+                logs_dropped: 0,
+            })
+            .collect();
+        let answer = Answer {
+            request_id: request.id.clone(),
+            decision: self.safe_decision(),
+            served_by: ServedBy {
+                tier: "safe-default".into(),
+                plugin: None,
+                version: None,
+                sha256: None,
+            },
+            degraded: true,
+            elapsed_us: started.elapsed().as_micros() as u64,
+            trail,
+        };
+        events::emit_fallbacks(&self.name, &answer, self.audit.as_deref());
+        answer
+    }
+
+    /// Calls every loaded tier directly on `samples` and reports the first that faults: a
+    /// tier must answer or abstain within its limits and the contract (low confidence or a
+    /// disallowed label is fine, a trap, deadline, NaN or tier error is not).
+    pub async fn check_samples(&self, samples: &[Request]) -> Result<(), String> {
+        for tier in &self.tiers {
+            let Ok(sandbox) = &tier.sandbox else { continue };
+            for sample in samples {
+                let deadline = Duration::from_millis(tier.config.limits.deadline_ms);
+                let report = sandbox.predict(sample, deadline).await;
+                let fault = match report.result {
+                    Ok(TierAnswer::Answer(p)) => match acceptance::check(&p, &tier.config) {
+                        Err(FallbackReason::InvalidOutput { detail })
+                            if !detail.contains("is not one of") =>
+                        {
+                            Some(FallbackReason::InvalidOutput { detail })
+                        }
+                        _ => None,
+                    },
+                    Ok(TierAnswer::Abstain(_)) => None,
+                    Err(reason) => Some(reason),
+                };
+                if let Some(reason) = fault {
+                    return Err(format!(
+                        "tier \"{}\" failed sample request `{}`: {reason}",
+                        tier.config.name, sample.id
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Answers one request. Never fails: when no tier serves, the safe default does.
@@ -184,7 +298,7 @@ impl Cascade {
             elapsed_us: started.elapsed().as_micros() as u64,
             trail,
         };
-        events::emit_fallbacks(&self.name, &answer, self.audit.as_ref());
+        events::emit_fallbacks(&self.name, &answer, self.audit.as_deref());
         answer
     }
 
@@ -242,6 +356,17 @@ impl Cascade {
         if remaining.is_zero() {
             return skip(entry, FallbackReason::BudgetExhausted);
         }
+        let Ok(_permit) = tier.slots.try_acquire() else {
+            return skip(
+                entry,
+                FallbackReason::Shed {
+                    detail: format!(
+                        "tier has {} calls in flight (max_concurrent)",
+                        tier.config.max_concurrent
+                    ),
+                },
+            );
+        };
         let deadline = Duration::from_millis(tier.config.limits.deadline_ms).min(remaining);
         let report = sandbox.predict(request, deadline).await;
         entry.step = Step::FellThrough;

@@ -26,6 +26,12 @@ pub struct CascadeConfig {
     /// The host's own last answer when every tier fails.
     #[serde(default)]
     pub safe_default: SafeDefaultConfig,
+    /// HTTP service settings (`tierhost serve`; read at start only).
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Fallback-rate alerting.
+    #[serde(default)]
+    pub alerts: AlertConfig,
     /// Directory the config was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -47,6 +53,79 @@ pub struct CascadeSection {
     /// Optional audit file: one JSON line per fallback event (relative to the config file).
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// Size at which the audit file is rotated, in bytes.
+    #[serde(default = "default_audit_max_bytes")]
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept (`audit.jsonl.1` ... `.N`).
+    #[serde(default = "default_audit_keep")]
+    pub audit_keep: u32,
+    /// Optional JSON-lines file of sample requests: every tier of a new or reloaded cascade
+    /// must answer each of them without a fault before it is used.
+    #[serde(default)]
+    pub check_samples: Option<PathBuf>,
+}
+
+/// Default audit rotation size: 64 MiB holds ~150k fallback events.
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+fn default_audit_max_bytes() -> u64 {
+    DEFAULT_AUDIT_MAX_BYTES
+}
+fn default_audit_keep() -> u32 {
+    5
+}
+
+/// `[server]`: settings of `tierhost serve`, read when it starts (a reload does not change them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (overridden by `--listen`).
+    pub listen: String,
+    /// Largest request body, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Requests in the cascade at once; beyond it the safe default answers at once (`shed`).
+    pub max_in_flight: usize,
+    /// Largest number of requests in one batch.
+    pub max_batch: usize,
+    /// Watch the config and plugin files and reload on change.
+    pub watch: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            max_in_flight: 256,
+            max_batch: 256,
+            watch: true,
+        }
+    }
+}
+
+/// `[alerts]`: the fallback-rate alert of each tier (defaults from reference article 004:
+/// more than 10% of requests falling back from a tier over 5 minutes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// Share of a tier's calls that fell back above which the alert fires.
+    pub fallback_rate: f64,
+    /// Sliding window, in seconds.
+    pub window_s: u64,
+    /// Calls a tier must have seen in the window before its alert can fire.
+    pub min_requests: u64,
+    /// Optional `http://` URL that receives a JSON POST when an alert fires or clears.
+    pub webhook: Option<String>,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            fallback_rate: 0.10,
+            window_s: 300,
+            min_requests: 20,
+            webhook: None,
+        }
+    }
 }
 
 fn default_cascade_name() -> String {
@@ -65,12 +144,15 @@ impl Default for CascadeSection {
             name: default_cascade_name(),
             budget_ms: DEFAULT_BUDGET_MS,
             audit_log: None,
+            audit_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
+            audit_keep: default_audit_keep(),
+            check_samples: None,
         }
     }
 }
 
 /// How a tier's instances live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceMode {
     /// A fresh instance per call: no state survives between requests (the default).
@@ -98,6 +180,9 @@ pub struct TierConfig {
     /// Warm instances kept for `instances = "reuse"`.
     #[serde(default = "default_warm_instances")]
     pub warm_instances: usize,
+    /// Calls of this tier in flight at once (bulkhead); beyond it the tier is skipped (`shed`).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
     /// Per-call sandbox limits.
     #[serde(default)]
     pub limits: TierLimits,
@@ -111,6 +196,11 @@ pub struct TierConfig {
 
 fn default_warm_instances() -> usize {
     4
+}
+/// Default bulkhead per tier: far above what 2-8 cores can run at once, low enough that a
+/// tier stuck in blocking calls cannot hold every instance slot.
+fn default_max_concurrent() -> usize {
+    64
 }
 
 /// `[tier.accept]`: constraints an answer must satisfy to be served.
@@ -210,6 +300,30 @@ impl CascadeConfig {
         if self.cascade.budget_ms == 0 {
             return Err(self.invalid("cascade.budget_ms", "must be greater than 0"));
         }
+        if self.cascade.audit_max_bytes < 4096 {
+            return Err(self.invalid("cascade.audit_max_bytes", "must be at least 4096"));
+        }
+        let server = &self.server;
+        if server.max_body_bytes < 256 {
+            return Err(self.invalid("server.max_body_bytes", "must be at least 256"));
+        }
+        if server.max_in_flight == 0 || server.max_batch == 0 {
+            return Err(self.invalid("server", "max_in_flight and max_batch must be at least 1"));
+        }
+        let alerts = &self.alerts;
+        if !(0.0..=1.0).contains(&alerts.fallback_rate) {
+            return Err(self.invalid("alerts.fallback_rate", "must be within [0, 1]"));
+        }
+        if alerts.window_s == 0 {
+            return Err(self.invalid("alerts.window_s", "must be greater than 0"));
+        }
+        if alerts
+            .webhook
+            .as_ref()
+            .is_some_and(|w| !w.starts_with("http://"))
+        {
+            return Err(self.invalid("alerts.webhook", "must be an http:// URL"));
+        }
         self.engine
             .validate()
             .map_err(|(field, problem)| self.invalid(format!("engine.{field}"), problem))?;
@@ -243,6 +357,9 @@ impl CascadeConfig {
             }
             if !(0.0..=1.0).contains(&tier.min_confidence) {
                 return Err(self.invalid(at("min_confidence"), "must be within [0, 1]"));
+            }
+            if tier.max_concurrent == 0 {
+                return Err(self.invalid(at("max_concurrent"), "must be at least 1"));
             }
             if tier.instances == InstanceMode::Reuse && tier.warm_instances == 0 {
                 return Err(self.invalid(

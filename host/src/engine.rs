@@ -83,7 +83,7 @@ impl TierEngine {
             // A trap is classified by its kind and a panic by the guest's captured stderr;
             // walking the wasm stack on every trap (thousands of frames on a stack overflow)
             // would make a fault storm expensive for no gain in the trail.
-            .wasm_backtrace(false)
+            .wasm_backtrace_max_frames(None)
             .cranelift_opt_level(OptLevel::Speed)
             .parallel_compilation(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -38,25 +38,45 @@ pub struct FallbackEvent<'a> {
     pub output: &'a Decision,
 }
 
-/// An append-only JSON-lines audit file.
+/// An append-only JSON-lines audit file with size-based rotation: when the file would pass
+/// `max_bytes`, it becomes `<file>.1` (older ones shift up to `<file>.<keep>`, the oldest is
+/// deleted) and a new file is started. Lines are flushed after every request, so a crash loses
+/// nothing that was answered.
 pub struct AuditLog {
     path: PathBuf,
-    file: Mutex<std::io::BufWriter<std::fs::File>>,
+    max_bytes: u64,
+    keep: u32,
+    file: Mutex<AuditFile>,
+}
+
+struct AuditFile {
+    writer: std::io::BufWriter<std::fs::File>,
+    written: u64,
 }
 
 impl AuditLog {
     /// Opens (creating or appending) the audit file.
-    pub fn open(path: &Path) -> std::io::Result<Self> {
+    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
+        Ok(Self {
+            path: path.to_path_buf(),
+            max_bytes,
+            keep,
+            file: Mutex::new(Self::open_file(path)?),
+        })
+    }
+
+    fn open_file(path: &Path) -> std::io::Result<AuditFile> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            file: Mutex::new(std::io::BufWriter::new(file)),
+        let written = file.metadata()?.len();
+        Ok(AuditFile {
+            writer: std::io::BufWriter::new(file),
+            written,
         })
     }
 
@@ -65,17 +85,50 @@ impl AuditLog {
         &self.path
     }
 
+    /// Flushes buffered lines (also done after every request).
+    pub fn flush(&self) -> std::io::Result<()> {
+        match self.file.lock() {
+            Ok(mut f) => f.writer.flush(),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn rotate(&self, file: &mut AuditFile) -> std::io::Result<()> {
+        file.writer.flush()?;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            let _ = std::fs::remove_file(numbered(self.keep));
+            for n in (1..self.keep).rev() {
+                if numbered(n).exists() {
+                    std::fs::rename(numbered(n), numbered(n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, numbered(1))?;
+        }
+        *file = Self::open_file(&self.path)?;
+        Ok(())
+    }
+
     fn write(&self, events: &[FallbackEvent<'_>]) {
         let Ok(mut file) = self.file.lock() else {
             return;
         };
-        let result = events
-            .iter()
-            .try_for_each(|event| {
-                serde_json::to_writer(&mut *file, event).map_err(std::io::Error::from)?;
-                file.write_all(b"\n")
-            })
-            .and_then(|()| file.flush());
+        let mut buf = Vec::with_capacity(512 * events.len());
+        for event in events {
+            if serde_json::to_writer(&mut buf, event).is_ok() {
+                buf.push(b'\n');
+            }
+        }
+        let result = (|| {
+            if file.written > 0 && file.written + buf.len() as u64 > self.max_bytes {
+                self.rotate(&mut file)?;
+            }
+            file.writer.write_all(&buf)?;
+            file.written += buf.len() as u64;
+            file.writer.flush()
+        })();
         if let Err(error) = result {
             tracing::error!(path = %self.path.display(), %error, "cannot write the audit log");
         }

@@ -11,10 +11,13 @@
 //! - [`sandbox`]: one call in its sandbox and the classification of its faults;
 //! - [`acceptance`]: checks an answer must pass to be served;
 //! - [`cascade`]: the walk down the tiers; [`answer`]: what the caller gets back;
-//! - [`reason`]: every fallback reason; [`events`]: fallback log events and the audit file.
+//! - [`reason`]: every fallback reason; [`events`]: fallback log events and the audit file;
+//! - [`service`]: a cascade as a long-lived service (hot swap, bulkhead); [`server`]: HTTP;
+//!   [`metrics`]: Prometheus; [`alerts`]: fallback-rate alerts.
 #![deny(missing_docs)]
 
 pub mod acceptance;
+pub mod alerts;
 pub mod answer;
 pub mod builtin;
 pub mod cascade;
@@ -23,10 +26,13 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod limits;
+pub mod metrics;
 pub mod plugin;
 pub mod reason;
 pub mod request;
 pub mod sandbox;
+pub mod server;
+pub mod service;
 
 pub use answer::{Answer, Decision, ServedBy, Step, TrailEntry};
 pub use cascade::Cascade;

@@ -4,7 +4,7 @@
 //! Defaults are strict: a tier gets a small CPU and memory budget and a short deadline, and
 //! must ask for more in its config. Each default below says why it has its value; the README
 //! lists them all.
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 16 * 1024;
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 4 * 1024;
 
 /// `[tier.limits]`: per-call limits of one tier.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TierLimits {
     /// Fuel (roughly: wasm instructions) per call, including instantiation.

@@ -39,6 +39,15 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Serve the cascade over HTTP (predict, tiers, health, metrics, OpenAPI, admin reload).
+    Serve {
+        /// Cascade config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to listen on (default: `[server] listen`, 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Run the embedded fraud cascade (examples/fraud) on sample requests, healthy and with its
     /// primary tier replaced by a tier stuck in an infinite loop.
     Demo {
@@ -51,7 +60,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
-        Command::Check { .. } => "info",
+        Command::Check { .. } | Command::Serve { .. } => "info",
         Command::Run { .. } => "warn",
         Command::Demo { .. } => "error",
     };
@@ -77,6 +86,7 @@ fn main() -> ExitCode {
             Command::Check { config } => check(&config).await,
             Command::Run { config, input } => run(&config, &input).await,
             Command::Demo { json } => demo(json).await,
+            Command::Serve { config, listen } => serve(&config, listen).await,
         }
     });
     match result {
@@ -132,6 +142,16 @@ async fn check(path: &Path) -> Result<ExitCode> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+async fn serve(config_path: &Path, listen: Option<String>) -> Result<ExitCode> {
+    let service = tierhost::service::CascadeService::start(config_path).await?;
+    let addr = listen.unwrap_or_else(|| service.current().config.server.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tierhost::server::serve(service, listener).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(config_path: &Path, input: &Path) -> Result<ExitCode> {

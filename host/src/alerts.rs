@@ -1,0 +1,228 @@
+//! Fallback-rate alerts: per tier, the share of its calls that fell back over a sliding window
+//! (default: more than 10% over 5 minutes, as reference article 004 suggests). When an alert
+//! fires or clears: a WARN log event, the `tierhost_fallback_alert_firing` metric, and an
+//! optional webhook POST.
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::answer::Answer;
+use crate::config::AlertConfig;
+
+/// One alert transition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertEvent {
+    /// The tier.
+    pub tier: String,
+    /// `firing` or `resolved`.
+    pub state: &'static str,
+    /// Fallback share over the window.
+    pub rate: f64,
+    /// Calls in the window.
+    pub calls: u64,
+    /// Threshold.
+    pub threshold: f64,
+    /// Window, in seconds.
+    pub window_s: u64,
+}
+
+#[derive(Default)]
+struct Window {
+    /// (second, calls, fallbacks), oldest first.
+    buckets: VecDeque<(u64, u64, u64)>,
+    firing: bool,
+}
+
+impl Window {
+    fn add(&mut self, second: u64, fell_back: bool) {
+        match self.buckets.back_mut() {
+            Some((s, calls, falls)) if *s == second => {
+                *calls += 1;
+                *falls += u64::from(fell_back);
+            }
+            _ => self.buckets.push_back((second, 1, u64::from(fell_back))),
+        }
+    }
+
+    fn totals(&mut self, now: u64, window_s: u64) -> (u64, u64) {
+        while self
+            .buckets
+            .front()
+            .is_some_and(|(s, _, _)| s + window_s <= now)
+        {
+            self.buckets.pop_front();
+        }
+        self.buckets
+            .iter()
+            .fold((0, 0), |(c, f), (_, calls, falls)| (c + calls, f + falls))
+    }
+}
+
+/// The alert state of every tier.
+pub struct FallbackAlerts {
+    config: AlertConfig,
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+impl FallbackAlerts {
+    /// Alerts with `config`.
+    pub fn new(config: AlertConfig) -> Self {
+        Self {
+            config,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AlertConfig {
+        &self.config
+    }
+
+    /// Counts one answer at `second` (seconds on any monotonic scale).
+    pub fn observe(&self, answer: &Answer, second: u64) {
+        let Ok(mut windows) = self.windows.lock() else {
+            return;
+        };
+        for entry in &answer.trail {
+            let window = match windows.get_mut(entry.tier.as_str()) {
+                Some(w) => w,
+                None => windows.entry(entry.tier.clone()).or_default(),
+            };
+            window.add(second, entry.reason.is_some());
+        }
+    }
+
+    /// Re-evaluates every tier at `second`; returns the transitions and the current
+    /// `(tier, firing, rate)` of every tier.
+    pub fn evaluate(&self, second: u64) -> (Vec<AlertEvent>, Vec<(String, bool, f64)>) {
+        let Ok(mut windows) = self.windows.lock() else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut events = Vec::new();
+        let mut states = Vec::new();
+        for (tier, window) in windows.iter_mut() {
+            let (calls, falls) = window.totals(second, self.config.window_s);
+            let rate = if calls == 0 {
+                0.0
+            } else {
+                falls as f64 / calls as f64
+            };
+            let should_fire = calls >= self.config.min_requests && rate > self.config.fallback_rate;
+            if should_fire != window.firing {
+                window.firing = should_fire;
+                events.push(AlertEvent {
+                    tier: tier.clone(),
+                    state: if should_fire { "firing" } else { "resolved" },
+                    rate,
+                    calls,
+                    threshold: self.config.fallback_rate,
+                    window_s: self.config.window_s,
+                });
+            }
+            states.push((tier.clone(), window.firing, rate));
+        }
+        (events, states)
+    }
+
+    /// Tiers whose alert fires now.
+    pub fn firing(&self) -> Vec<String> {
+        self.windows
+            .lock()
+            .map(|w| {
+                w.iter()
+                    .filter(|(_, w)| w.firing)
+                    .map(|(t, _)| t.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::{Decision, ServedBy, Step, TrailEntry};
+    use crate::reason::FallbackReason;
+
+    fn answer(primary_fell_back: bool) -> Answer {
+        let entry = |tier: &str, reason: Option<FallbackReason>| TrailEntry {
+            tier: tier.into(),
+            version: None,
+            step: if reason.is_some() {
+                Step::FellThrough
+            } else {
+                Step::Served
+            },
+            message: None,
+            reason,
+            elapsed_us: 1,
+            fuel_used: 1,
+            logs_dropped: 0,
+        };
+        let mut trail = vec![entry(
+            "primary",
+            primary_fell_back.then_some(FallbackReason::StackOverflow),
+        )];
+        if primary_fell_back {
+            trail.push(entry("rules", None));
+        }
+        Answer {
+            request_id: "r".into(),
+            decision: Decision::Abstain { reason: "x".into() },
+            served_by: ServedBy {
+                tier: "rules".into(),
+                plugin: None,
+                version: None,
+                sha256: None,
+            },
+            degraded: primary_fell_back,
+            elapsed_us: 1,
+            trail,
+        }
+    }
+
+    #[test]
+    fn fires_above_the_rate_and_clears_when_the_window_moves_on() {
+        let alerts = FallbackAlerts::new(AlertConfig {
+            fallback_rate: 0.10,
+            window_s: 60,
+            min_requests: 20,
+            webhook: None,
+        });
+        // 10% exactly does not fire (the rule is "more than").
+        for i in 0..100 {
+            alerts.observe(&answer(i % 10 == 0), 0);
+        }
+        assert!(alerts.evaluate(1).0.is_empty());
+        for _ in 0..10 {
+            alerts.observe(&answer(true), 2);
+        }
+        let (events, _) = alerts.evaluate(3);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].tier.as_str(), events[0].state),
+            ("primary", "firing")
+        );
+        assert_eq!(alerts.firing(), vec!["primary".to_string()]);
+        // A minute later the bad seconds have left the window: healthy traffic resolves it.
+        for _ in 0..50 {
+            alerts.observe(&answer(false), 70);
+        }
+        let (events, _) = alerts.evaluate(70);
+        assert_eq!(events[0].state, "resolved");
+        assert!(alerts.firing().is_empty());
+    }
+
+    #[test]
+    fn needs_min_requests_before_firing() {
+        let alerts = FallbackAlerts::new(AlertConfig::default());
+        for _ in 0..5 {
+            alerts.observe(&answer(true), 0);
+        }
+        assert!(
+            alerts.evaluate(0).0.is_empty(),
+            "5 calls is below min_requests"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! A cascade run as a long-lived service: the current cascade behind an atomic pointer (hot
+//! swap), the host-wide bulkhead, metrics and alerts, and reloads that compile off the request
+//! path and never replace a working cascade with a broken one.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::alerts::FallbackAlerts;
+use crate::answer::Answer;
+use crate::cascade::Cascade;
+use crate::config::CascadeConfig;
+use crate::engine::TierEngine;
+use crate::metrics::Metrics;
+use crate::reason::FallbackReason;
+use crate::request::Request;
+
+/// Extra time past the request budget before the host gives up on a request and answers with
+/// the safe default (scheduling delays; tiers themselves are cut off at the budget).
+const BUDGET_GRACE: Duration = Duration::from_millis(50);
+
+/// A loaded cascade with the config it came from.
+pub struct Loaded {
+    /// The cascade.
+    pub cascade: Cascade,
+    /// Its config.
+    pub config: CascadeConfig,
+    /// 1 for the cascade loaded at start, +1 per applied reload.
+    pub generation: u64,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// `applied` or `rejected`.
+    pub outcome: &'static str,
+    /// What triggered it (`sighup`, `admin`, `file-change`).
+    pub trigger: String,
+    /// Generation serving after the reload.
+    pub generation: u64,
+    /// Why it was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Tier -> (version, sha256) serving after the reload.
+    pub tiers: Vec<(String, String, String)>,
+    /// Time spent loading and checking, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// The service state shared by every request handler.
+pub struct CascadeService {
+    engine: TierEngine,
+    config_path: PathBuf,
+    current: ArcSwap<Loaded>,
+    reload_lock: tokio::sync::Mutex<()>,
+    in_flight: Semaphore,
+    metrics: Metrics,
+    alerts: FallbackAlerts,
+    started: Instant,
+}
+
+impl CascadeService {
+    /// Loads the config and its cascade. Tiers that fail to load are reported by `/readyz`
+    /// and stepped over; a config that cannot be parsed is an error.
+    pub async fn start(config_path: &Path) -> anyhow::Result<Arc<Self>> {
+        let config = CascadeConfig::load(config_path)?;
+        let engine = TierEngine::new(&config.engine, &config.base_dir)?;
+        let cascade = load_off_request_path(engine.clone(), config.clone()).await?;
+        for (tier, error) in cascade.load_errors() {
+            tracing::error!(tier, %error, "tier failed to load; it will be stepped over (load-failed)");
+        }
+        let service = Arc::new(Self {
+            in_flight: Semaphore::new(config.server.max_in_flight),
+            alerts: FallbackAlerts::new(config.alerts.clone()),
+            metrics: Metrics::new()?,
+            engine,
+            config_path: config_path.to_path_buf(),
+            current: ArcSwap::from_pointee(Loaded {
+                cascade,
+                config,
+                generation: 1,
+            }),
+            reload_lock: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+        });
+        service.publish_tiers();
+        Ok(service)
+    }
+
+    /// The cascade serving now.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Alerts.
+    pub fn alerts(&self) -> &FallbackAlerts {
+        &self.alerts
+    }
+
+    /// The config file the service reloads.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Seconds since start (the alert windows' clock).
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Answers one request. Never fails and never waits for capacity: when the host is
+    /// saturated the safe default answers at once (`shed`), and a request is never held past
+    /// its budget.
+    pub async fn predict(&self, request: &Request) -> Answer {
+        let started = Instant::now();
+        // In-flight requests keep the cascade they started with across a hot swap.
+        let loaded = self.current.load_full();
+        let cascade = &loaded.cascade;
+        let answer = match self.in_flight.try_acquire() {
+            Err(_) => {
+                self.metrics.shed();
+                cascade.answer_without_tiers(
+                    request,
+                    FallbackReason::Shed {
+                        detail: "host saturated (server.max_in_flight)".into(),
+                    },
+                    started,
+                )
+            }
+            Ok(_permit) => {
+                self.metrics.in_flight().inc();
+                let result =
+                    tokio::time::timeout(cascade.budget() + BUDGET_GRACE, cascade.predict(request))
+                        .await;
+                self.metrics.in_flight().dec();
+                match result {
+                    Ok(answer) => answer,
+                    Err(_) => cascade.answer_without_tiers(
+                        request,
+                        FallbackReason::BudgetExhausted,
+                        started,
+                    ),
+                }
+            }
+        };
+        self.metrics.observe(&answer);
+        self.alerts.observe(&answer, self.uptime_s());
+        answer
+    }
+
+    /// Re-reads the config, loads every tier (compiling off the request path), checks it, and
+    /// swaps it in atomically, or rejects it and keeps the working cascade.
+    pub async fn reload(&self, trigger: &str) -> ReloadReport {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let started = Instant::now();
+        let result = self.load_candidate().await;
+        let previous = self.current.load_full();
+        let report = match result {
+            Ok((cascade, config)) => {
+                let generation = previous.generation + 1;
+                self.current.store(Arc::new(Loaded {
+                    cascade,
+                    config,
+                    generation,
+                }));
+                self.publish_tiers();
+                self.metrics.reload(true);
+                let report = self.report("applied", trigger, None, started);
+                tracing::info!(trigger, generation, tiers = ?report.tiers, "reload applied");
+                report
+            }
+            Err(reason) => {
+                self.metrics.reload(false);
+                tracing::error!(trigger, %reason, "reload rejected; the previous cascade keeps serving");
+                self.report("rejected", trigger, Some(reason), started)
+            }
+        };
+        report
+    }
+
+    async fn load_candidate(&self) -> Result<(Cascade, CascadeConfig), String> {
+        let config = CascadeConfig::load(&self.config_path).map_err(|e| e.to_string())?;
+        let mut cascade = load_off_request_path(self.engine.clone(), config.clone())
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if let Some((tier, error)) = cascade.load_errors().first() {
+            return Err(format!("tier \"{tier}\": {error}"));
+        }
+        if let Some(path) = &config.cascade.check_samples {
+            let samples = read_samples(&config.resolve(path))?;
+            cascade.check_samples(&samples).await?;
+        }
+        cascade.share_audit_from(&self.current.load().cascade);
+        Ok((cascade, config))
+    }
+
+    fn report(
+        &self,
+        outcome: &'static str,
+        trigger: &str,
+        reason: Option<String>,
+        started: Instant,
+    ) -> ReloadReport {
+        let current = self.current.load();
+        ReloadReport {
+            outcome,
+            trigger: trigger.to_string(),
+            generation: current.generation,
+            reason,
+            tiers: current
+                .cascade
+                .tiers()
+                .iter()
+                .filter_map(|t| {
+                    let info = t.sandbox.as_ref().ok()?.plugin().info();
+                    Some((
+                        t.config.name.clone(),
+                        info.version.clone(),
+                        info.sha256.clone(),
+                    ))
+                })
+                .collect(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+
+    fn publish_tiers(&self) {
+        let current = self.current.load();
+        let tiers: Vec<_> = current
+            .cascade
+            .tiers()
+            .iter()
+            .filter_map(|t| {
+                let info = t.sandbox.as_ref().ok()?.plugin().info();
+                Some((
+                    t.config.name.clone(),
+                    info.name.clone(),
+                    info.version.clone(),
+                    info.sha256.clone(),
+                ))
+            })
+            .collect();
+        self.metrics.set_tiers(&tiers);
+    }
+
+    /// Re-evaluates the fallback-rate alerts (called every second by the server).
+    pub fn evaluate_alerts(&self) -> Vec<crate::alerts::AlertEvent> {
+        let (events, states) = self.alerts.evaluate(self.uptime_s());
+        for (tier, firing, rate) in states {
+            self.metrics.alert(&tier, firing, rate);
+        }
+        for event in &events {
+            tracing::warn!(
+                target: "tierhost::alert",
+                tier = %event.tier,
+                state = event.state,
+                rate = event.rate,
+                calls = event.calls,
+                threshold = event.threshold,
+                window_s = event.window_s,
+                "fallback-rate alert {}",
+                event.state
+            );
+        }
+        events
+    }
+
+    /// Flushes the audit log (on shutdown).
+    pub fn flush(&self) {
+        if let Some(audit) = self.current.load().cascade.audit()
+            && let Err(error) = audit.flush()
+        {
+            tracing::error!(%error, "flushing the audit log failed");
+        }
+    }
+}
+
+/// Loads a cascade on a blocking thread: compiling components is CPU work that must not stall
+/// the runtime's workers, which keep answering requests meanwhile.
+async fn load_off_request_path(
+    engine: TierEngine,
+    config: CascadeConfig,
+) -> anyhow::Result<Cascade> {
+    let handle = tokio::runtime::Handle::current();
+    let cascade =
+        tokio::task::spawn_blocking(move || handle.block_on(Cascade::with_engine(engine, &config)))
+            .await??;
+    Ok(cascade)
+}
+
+fn read_samples(path: &Path) -> Result<Vec<Request>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            Request::from_json(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,599 @@
+//! `tierhost serve` end to end over real HTTP on loopback: answers with every tier healthy and
+//! with the primary faulting, clear 4xx for bad requests, Prometheus metrics that pass
+//! promtool, the OpenAPI document matching the routes, hot swap under concurrent load, a
+//! corrupt replacement rejected while the old version keeps answering, overload answered with
+//! the safe default (never a 5xx), audit rotation and the fallback-rate alert webhook.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tierhost::service::CascadeService;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Server {
+    base: String,
+    client: HttpClient,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rules.wasm"),
+            tierhost::builtin::get("rules").unwrap(),
+        )
+        .unwrap();
+        let path = dir.path().join("cascade.toml");
+        std::fs::write(&path, config).unwrap();
+        let service = CascadeService::start(&path).await.expect("service starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(tierhost::server::serve(service, listener));
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Self { base, client, dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn send(&self, method: &str, path: &str, body: impl Into<Bytes>) -> (u16, String) {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(body.into()))
+            .unwrap();
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("request reaches the server");
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        self.send("GET", path, Bytes::new()).await
+    }
+
+    async fn predict(&self, id: &str) -> (u16, Value) {
+        let (status, body) = self.send("POST", "/v1/predict", request_body(id)).await;
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+}
+
+fn request_body(id: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","features":{{"amount":9000,"account_age_days":3,"merchant_category":"crypto","is_international":true,"has_international_history":false}}}}"#
+    )
+}
+
+const RULES_FILE_TIER: &str =
+    "[[tier]]\nname = \"rules\"\nplugin = \"rules.wasm\"\nmin_confidence = 0.3\n";
+
+fn chaos(name: &str, mode: &str, extra: &str) -> String {
+    format!(
+        "[[tier]]\nname = \"{name}\"\nplugin = \"builtin:chaos\"\n{extra}\n[tier.params]\nmode = \"{mode}\"\n"
+    )
+}
+
+/// The same component with a custom section appended: identical behaviour, new sha256.
+fn variant_of(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"tierhost-test";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn replace_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predicts_with_healthy_and_faulting_primary() {
+    let healthy = Server::start(&format!(
+        "{}{RULES_FILE_TIER}",
+        chaos("primary", "ok", "min_confidence = 0.5")
+    ))
+    .await;
+    let (status, answer) = healthy.predict("h1").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["served_by"]["tier"], "primary");
+    assert_eq!(answer["degraded"], false);
+
+    let faulting = Server::start(&format!(
+        "{}{RULES_FILE_TIER}",
+        chaos("primary", "panic", "")
+    ))
+    .await;
+    let (status, answer) = faulting.predict("f1").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["served_by"]["tier"], "rules");
+    assert_eq!(answer["served_by"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(answer["degraded"], true);
+    assert_eq!(answer["trail"][0]["reason"]["kind"], "trap");
+    assert!(
+        answer["trail"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deliberate panic")
+    );
+
+    let (status, body) = faulting
+        .send(
+            "POST",
+            "/v1/predict/batch",
+            format!(
+                r#"{{"requests":[{},{}]}}"#,
+                request_body("b1"),
+                request_body("b2")
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let batch: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(batch["answers"][1]["request_id"], "b2");
+    assert_eq!(batch["answers"][1]["served_by"]["tier"], "rules");
+
+    let (status, body) = faulting.get("/v1/tiers").await;
+    assert_eq!(status, 200);
+    let tiers: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(tiers["tiers"][0]["name"], "primary");
+    assert_eq!(tiers["tiers"][0]["state"], "loaded");
+    assert_eq!(tiers["tiers"][1]["info"]["name"], "fraud-rules");
+    assert_eq!(tiers["tiers"][1]["limits"]["deadline_ms"], 20);
+    assert_eq!(faulting.get("/healthz").await.0, 200);
+    assert_eq!(faulting.get("/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_clear_4xx() {
+    let server = Server::start(&format!(
+        "[server]\nmax_body_bytes = 4096\nmax_batch = 2\n{RULES_FILE_TIER}"
+    ))
+    .await;
+    let cases: [(&str, String, u16, &str); 6] = [
+        ("/v1/predict", "{not json".into(), 400, "not valid JSON"),
+        (
+            "/v1/predict",
+            r#"{"features":{"amount":{"nested":1}}}"#.into(),
+            400,
+            "feature `amount`",
+        ),
+        (
+            "/v1/predict",
+            r#"{"id":3,"features":{}}"#.into(),
+            400,
+            "invalid type",
+        ),
+        (
+            "/v1/predict",
+            format!(r#"{{"features":{{"x":"{}"}}}}"#, "a".repeat(8000)),
+            413,
+            "",
+        ),
+        (
+            "/v1/predict/batch",
+            format!(
+                r#"{{"requests":[{},{{"features":[]}}]}}"#,
+                request_body("ok")
+            ),
+            400,
+            "requests[1]",
+        ),
+        (
+            "/v1/predict/batch",
+            format!(r#"{{"requests":[{0},{0},{0}]}}"#, r#"{"features":{}}"#),
+            413,
+            "server.max_batch",
+        ),
+    ];
+    for (path, body, expected_status, expected_text) in cases {
+        let (status, text) = server.send("POST", path, body).await;
+        assert_eq!(status, expected_status, "{path}: {text}");
+        assert!(
+            text.contains(expected_text),
+            "{path}: `{expected_text}` not in {text}"
+        );
+    }
+    // Nothing above hurt the server.
+    assert_eq!(server.predict("after").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_fallbacks_and_pass_promtool() {
+    let server = Server::start(&format!(
+        "{}{RULES_FILE_TIER}",
+        chaos("primary", "infinite-loop", "")
+    ))
+    .await;
+    for i in 0..3 {
+        server.predict(&format!("m{i}")).await;
+    }
+    let (status, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"tierhost_requests_total{served_by="rules"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tierhost_fallbacks_total{from_tier="primary",reason="out-of-fuel"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("tierhost_tier_call_duration_seconds_bucket{tier=\"primary\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("tierhost_tier_info{plugin=\"fraud-rules\""),
+        "{text}"
+    );
+
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let report = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success() && report.trim().is_empty(),
+                "promtool check metrics: {report}"
+            );
+        }
+        Err(_) if std::env::var_os("TIERHOST_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!(
+                "promtool not installed: skipping its check (scripts/test.sh installs it and requires it)"
+            );
+        }
+        Err(e) => {
+            panic!("promtool is required (TIERHOST_REQUIRE_PROMTOOL is set) but cannot run: {e}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_the_routes_and_the_answers() {
+    let server = Server::start(RULES_FILE_TIER).await;
+    let (status, text) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let served = [
+        ("post", "/v1/predict"),
+        ("post", "/v1/predict/batch"),
+        ("get", "/v1/tiers"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+        ("post", "/admin/reload"),
+    ];
+    assert_eq!(
+        paths.len(),
+        served.len(),
+        "documented paths: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    for (method, path) in served {
+        assert!(
+            paths[path].get(method).is_some(),
+            "{method} {path} is not documented"
+        );
+        let body = if path == "/v1/predict" {
+            request_body("doc")
+        } else {
+            r#"{"requests":[]}"#.into()
+        };
+        let (status, _) = server.send(&method.to_uppercase(), path, body).await;
+        assert!(
+            status != 404 && status != 405,
+            "{method} {path} is documented but answers {status}"
+        );
+    }
+    // Every documented required field of an answer and a trail entry is in a real answer.
+    let (_, answer) = server.predict("schema").await;
+    for field in doc["components"]["schemas"]["Answer"]["required"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(
+            answer.get(field.as_str().unwrap()).is_some(),
+            "answer lacks documented `{field}`"
+        );
+    }
+    for field in doc["components"]["schemas"]["TrailEntry"]["required"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(
+            answer["trail"][0].get(field.as_str().unwrap()).is_some(),
+            "trail entry lacks `{field}`"
+        );
+    }
+    let kinds = doc["components"]["schemas"]["TrailEntry"]["properties"]["reason"]["properties"]["kind"]["enum"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(kinds, 12, "every FallbackReason kind is documented");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_loses_no_request_and_rejects_a_corrupt_replacement() {
+    let server =
+        Arc::new(Server::start(&format!("[server]\nwatch = false\n{RULES_FILE_TIER}")).await);
+    let (_, first) = server.predict("before").await;
+    let old_sha = first["served_by"]["sha256"].as_str().unwrap().to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (server, stop, answered) = (server.clone(), stop.clone(), answered.clone());
+        workers.push(tokio::spawn(async move {
+            let mut shas = std::collections::BTreeSet::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (status, answer) = server.predict(&format!("w{w}-{i}")).await;
+                assert_eq!(status, 200, "request failed during a swap: {answer}");
+                assert_eq!(answer["served_by"]["tier"], "rules", "{answer}");
+                shas.insert(answer["served_by"]["sha256"].as_str().unwrap().to_string());
+                answered.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            shas
+        }));
+    }
+    let rules = tierhost::builtin::get("rules").unwrap();
+    let new_version = variant_of(rules, "v2");
+    replace_atomically(&server.path("rules.wasm"), &new_version);
+    let (status, report) = server.send("POST", "/admin/reload", Bytes::new()).await;
+    assert_eq!(status, 200, "{report}");
+    let report: Value = serde_json::from_str(&report).unwrap();
+    let new_sha = report["tiers"][0][2].as_str().unwrap().to_string();
+    assert_ne!(new_sha, old_sha);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A corrupt replacement is rejected; the working version keeps answering.
+    replace_atomically(&server.path("rules.wasm"), b"\0asm this is not a component");
+    let (status, report) = server.send("POST", "/admin/reload", Bytes::new()).await;
+    assert_eq!(status, 422, "{report}");
+    assert!(
+        report.contains("not a valid WebAssembly component"),
+        "{report}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut seen = std::collections::BTreeSet::new();
+    for w in workers {
+        seen.extend(w.await.expect("no worker saw a failed request"));
+    }
+    assert!(answered.load(Ordering::Relaxed) > 20);
+    assert!(
+        seen.contains(&new_sha),
+        "the new version never answered: {seen:?}"
+    );
+    let (_, after) = server.predict("after").await;
+    assert_eq!(
+        after["served_by"]["sha256"],
+        new_sha.as_str(),
+        "the corrupt file replaced the working one"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"tierhost_reloads_total{outcome="applied"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tierhost_reloads_total{outcome="rejected"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_plugin_file_is_picked_up_by_the_watcher() {
+    let server = Server::start(RULES_FILE_TIER).await;
+    let (_, first) = server.predict("w0").await;
+    let old_sha = first["served_by"]["sha256"].as_str().unwrap().to_string();
+    replace_atomically(
+        &server.path("rules.wasm"),
+        &variant_of(tierhost::builtin::get("rules").unwrap(), "watched"),
+    );
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, answer) = server.predict("w1").await;
+        if answer["served_by"]["sha256"] != old_sha.as_str() {
+            return;
+        }
+    }
+    panic!("the watcher did not reload the changed plugin within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_answered_by_the_safe_default_never_a_5xx() {
+    // One request in the cascade at a time; the only tier spins until its 50 ms deadline.
+    let config = format!(
+        "[server]\nmax_in_flight = 1\n{}",
+        chaos(
+            "slow",
+            "spin",
+            "[tier.limits]\nfuel = 1_000_000_000_000\ndeadline_ms = 50"
+        )
+    );
+    let server = Arc::new(Server::start(&config).await);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            server.predict(&format!("o{i}")).await
+        }));
+    }
+    let mut shed = 0;
+    for task in tasks {
+        let (status, answer) = task.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["served_by"]["tier"], "safe-default");
+        if answer["trail"][0]["reason"]["kind"] == "shed" {
+            shed += 1;
+            assert!(
+                answer["trail"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("host saturated")
+            );
+        }
+    }
+    assert!(
+        shed >= 8,
+        "only {shed} of 16 concurrent requests were shed with max_in_flight = 1"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(&format!("tierhost_shed_requests_total {shed}")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_bulkhead_sheds_that_tier_only() {
+    let config = format!(
+        "{}{RULES_FILE_TIER}",
+        chaos(
+            "slow",
+            "spin",
+            "max_concurrent = 1\n[tier.limits]\nfuel = 1_000_000_000_000\ndeadline_ms = 60"
+        )
+    );
+    let server = Arc::new(Server::start(&config).await);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            server.predict(&format!("b{i}")).await
+        }));
+    }
+    let mut kinds = Vec::new();
+    for task in tasks {
+        let (status, answer) = task.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(answer["served_by"]["tier"], "rules");
+        kinds.push(
+            answer["trail"][0]["reason"]["kind"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(kinds.iter().any(|k| k == "shed"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "deadline"), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_rotates_by_size() {
+    let config = format!(
+        "[cascade]\naudit_log = \"audit.jsonl\"\naudit_max_bytes = 4096\naudit_keep = 2\n{}{RULES_FILE_TIER}",
+        chaos("primary", "trap", "")
+    );
+    let server = Server::start(&config).await;
+    for i in 0..40 {
+        server.predict(&format!("a{i}")).await;
+    }
+    let current = std::fs::read_to_string(server.path("audit.jsonl")).unwrap();
+    let rotated = std::fs::read_to_string(server.path("audit.jsonl.1")).unwrap();
+    assert!(current.len() <= 4096 && rotated.len() <= 4096);
+    assert!(server.path("audit.jsonl.2").exists());
+    assert!(
+        !server.path("audit.jsonl.3").exists(),
+        "only audit_keep = 2 rotated files are kept"
+    );
+    let last: Value = serde_json::from_str(current.lines().last().unwrap()).unwrap();
+    assert_eq!(last["request_id"], "a39");
+    assert_eq!(last["reason"], "trap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_rate_alert_fires_and_posts_to_the_webhook() {
+    // A webhook receiver on loopback.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(event): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(event);
+                "ok"
+            }
+        }),
+    );
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(hook, app).await });
+
+    let config = format!(
+        "[alerts]\nfallback_rate = 0.10\nwindow_s = 60\nmin_requests = 5\nwebhook = \"{hook_url}\"\n{}{RULES_FILE_TIER}",
+        "[[tier]]\nname = \"primary\"\nplugin = \"builtin:chaos\"\n[tier.params]\nmode = \"flaky\"\nfault_rate = 0.5\n"
+    );
+    let server = Server::start(&config).await;
+    for i in 0..20 {
+        server.predict(&format!("alert-{i}")).await;
+    }
+    let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("webhook called")
+        .unwrap();
+    assert_eq!(event["tier"], "primary");
+    assert_eq!(event["state"], "firing");
+    assert!(event["rate"].as_f64().unwrap() > 0.10);
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"tierhost_fallback_alert_firing{tier="primary"} 1"#),
+        "{metrics}"
+    );
+    let (_, tiers) = server.get("/v1/tiers").await;
+    assert!(tiers.contains(r#""alert_firing":true"#), "{tiers}");
+}

@@ -106,6 +106,17 @@ async fn run_load(
     connections: usize,
     duration: Duration,
 ) -> RunStats {
+    run_load_until(client, url, connections, duration, None).await
+}
+
+/// Closed-loop load for `duration`, or until `done` is set when given.
+async fn run_load_until(
+    client: &HttpClient,
+    url: &str,
+    connections: usize,
+    duration: Duration,
+    done: Option<Arc<AtomicBool>>,
+) -> RunStats {
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let primary = Arc::new(AtomicU64::new(0));
@@ -120,9 +131,14 @@ async fn run_load(
             errors.clone(),
             primary.clone(),
         );
+        let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            while Instant::now() < deadline {
+            let finished = || match &done {
+                Some(done) => done.load(Ordering::Relaxed),
+                None => Instant::now() >= deadline,
+            };
+            while !finished() {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let request = hyper::Request::post(&url)
                     .header("content-type", "application/json")
@@ -304,25 +320,23 @@ fn main() {
     ));
     print_row("tierhost serve", &steady);
 
-    // p99 while the rules tier is swapped 100 times under load.
-    let stop = Arc::new(AtomicBool::new(false));
+    // p99 while the rules tier is swapped 100 times under load (the run lasts until the 100th
+    // swap is applied, pacing one swap every `duration / 100`).
+    let done = Arc::new(AtomicBool::new(false));
     let swaps = Arc::new(AtomicU64::new(0));
     let swapper = {
-        let (client, stop, swaps, rules_path, th) = (
+        let (client, done, swaps, rules_path, th) = (
             client.clone(),
-            stop.clone(),
+            done.clone(),
             swaps.clone(),
             rules_path.clone(),
             th.clone(),
         );
         let rules = rules.to_vec();
-        let pause = duration / 110;
+        let pause = duration / 100;
         runtime.spawn(async move {
             let mut failures = 0;
             for n in 0..100u32 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
                 let tmp = rules_path.with_extension("tmp");
                 std::fs::write(&tmp, variant(&rules, n)).expect("write variant");
                 std::fs::rename(&tmp, &rules_path).expect("swap file");
@@ -337,16 +351,17 @@ fn main() {
                 }
                 tokio::time::sleep(pause).await;
             }
+            done.store(true, Ordering::Relaxed);
             failures
         })
     };
-    let swapping = runtime.block_on(run_load(
+    let swapping = runtime.block_on(run_load_until(
         &client,
         &format!("{th}/v1/predict"),
         connections,
         duration,
+        Some(done),
     ));
-    stop.store(true, Ordering::Relaxed);
     let swap_failures = runtime.block_on(swapper).expect("swapper");
     print_row(
         &format!(

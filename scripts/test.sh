@@ -8,6 +8,16 @@ echo "==> rustup target add wasm32-wasip2 (guest tiers are wasm32-wasip2 compone
 rustup target add wasm32-wasip2
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# promtool (Debian package `prometheus`) checks the /metrics exposition in tests/server.rs.
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "==> installing promtool (Debian package prometheus)"
+    sudo_cmd=""
+    if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+export TIERHOST_REQUIRE_PROMTOOL=1
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)

@@ -85,7 +85,9 @@ impl TierEngine {
             // would make a fault storm expensive for no gain in the trail.
             .wasm_backtrace_max_frames(None)
             .cranelift_opt_level(OptLevel::Speed)
-            .parallel_compilation(true)
+            // Compile on the (low-priority) loading thread only: a hot swap must not take every
+            // core away from requests in flight.
+            .parallel_compilation(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))?;
 

@@ -87,7 +87,7 @@ fn body(i: u64) -> Bytes {
     let category = ["grocery", "crypto", "electronics", "wire_transfer"][(i % 4) as usize];
     Bytes::from(format!(
         r#"{{"id":"load-{i}","features":{{"amount":{amount},"account_age_days":{age},"merchant_category":"{category}","is_international":{},"has_international_history":false}}}}"#,
-        i % 3 == 0
+        i.is_multiple_of(3)
     ))
 }
 

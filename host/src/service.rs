@@ -162,7 +162,7 @@ impl CascadeService {
         let started = Instant::now();
         let result = self.load_candidate().await;
         let previous = self.current.load_full();
-        let report = match result {
+        match result {
             Ok((cascade, config)) => {
                 let generation = previous.generation + 1;
                 self.current.store(Arc::new(Loaded {
@@ -181,8 +181,7 @@ impl CascadeService {
                 tracing::error!(trigger, %reason, "reload rejected; the previous cascade keeps serving");
                 self.report("rejected", trigger, Some(reason), started)
             }
-        };
-        report
+        }
     }
 
     async fn load_candidate(&self) -> Result<(Cascade, CascadeConfig), String> {

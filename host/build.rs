@@ -12,6 +12,8 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("tier-linear", "linear", true),
     ("tier-constant", "constant", true),
     ("tier-chaos", "chaos", true),
+    ("tier-trees", "trees", true),
+    ("tier-ruleset", "ruleset", true),
     ("tier-wrong-world", "wrong_world", false),
 ];
 

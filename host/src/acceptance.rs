@@ -71,6 +71,8 @@ mod tests {
                 score_max: Some(1.0),
             },
             params: Default::default(),
+            model: None,
+            chaos: None,
         }
     }
 

@@ -11,7 +11,10 @@ use tokio::sync::Semaphore;
 
 use crate::acceptance;
 use crate::answer::{Answer, Decision, ServedBy, Step, TrailEntry};
-use crate::config::{CascadeConfig, SafeDefaultConfig, TierConfig, flatten_params};
+use crate::config::{
+    CascadeConfig, ChaosConfig, InstanceMode, MAX_MODEL_BYTES, SafeDefaultConfig, TierConfig,
+    flatten_params,
+};
 use crate::engine::TierEngine;
 use crate::error::{ConfigError, LoadError};
 use crate::events::{self, AuditLog};
@@ -30,6 +33,85 @@ pub struct CascadeTier {
     pub sandbox: Result<Sandbox, LoadError>,
     /// Bulkhead: one permit per call in flight (`max_concurrent`).
     slots: Arc<Semaphore>,
+    /// Injected faults: the chaos sandbox that replaces a share of this tier's calls.
+    chaos: Option<(ChaosConfig, Sandbox)>,
+}
+
+/// Loads a tier's plugin and model grant, and its chaos sandbox when `[tier.chaos]` is set.
+async fn load_tier(
+    engine: &TierEngine,
+    config: &CascadeConfig,
+    tier: &TierConfig,
+    params: &[(String, crate::config::ParamValue)],
+) -> Result<(Sandbox, Option<(ChaosConfig, Sandbox)>), LoadError> {
+    let model: Arc<[u8]> = match &tier.model {
+        Some(path) => {
+            let path = config.resolve(path);
+            let read_error = |message: String| LoadError::Model {
+                path: path.clone(),
+                message,
+            };
+            let size = std::fs::metadata(&path)
+                .map_err(|e| read_error(e.to_string()))?
+                .len();
+            if size > MAX_MODEL_BYTES {
+                return Err(read_error(format!(
+                    "{size} bytes, the limit is {MAX_MODEL_BYTES}"
+                )));
+            }
+            Arc::from(std::fs::read(&path).map_err(|e| read_error(e.to_string()))?)
+        }
+        None => Arc::from(Vec::new()),
+    };
+    let plugin = Plugin::load(engine, &tier.plugin, &config.base_dir).await?;
+    let sandbox = Sandbox::new(
+        Arc::new(plugin),
+        &tier.name,
+        tier.limits.clone(),
+        params,
+        model,
+        tier.instances,
+        tier.warm_instances,
+    );
+    let chaos = match &tier.chaos {
+        Some(chaos) => {
+            let plugin = Plugin::load(engine, "builtin:chaos", &config.base_dir).await?;
+            let params = [(
+                "mode".to_string(),
+                crate::config::ParamValue::Text(chaos.mode.clone()),
+            )];
+            let mut limits = tier.limits.clone();
+            // Injected hangs must meet the deadline, not the fuel limit.
+            if chaos.mode == "spin" {
+                limits.fuel = u64::MAX / 2;
+            }
+            let sandbox = Sandbox::new(
+                Arc::new(plugin),
+                &tier.name,
+                limits,
+                &params,
+                Arc::from(Vec::new()),
+                InstanceMode::Fresh,
+                0,
+            );
+            Some((chaos.clone(), sandbox))
+        }
+        None => None,
+    };
+    Ok((sandbox, chaos))
+}
+
+/// Whether injected chaos hits this request: FNV-1a of seed and request id, below `rate`.
+fn chaos_hits(chaos: &ChaosConfig, request_id: &str) -> bool {
+    let hash = chaos
+        .seed
+        .to_le_bytes()
+        .iter()
+        .chain(request_id.as_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    ((hash % 10_000) as f64) < chaos.rate * 10_000.0
 }
 
 impl CascadeTier {
@@ -69,32 +151,24 @@ impl Cascade {
     ) -> Result<Self, ConfigError> {
         let mut tiers = Vec::with_capacity(config.tiers.len());
         for tier in &config.tiers {
-            let sandbox = match Plugin::load(&engine, &tier.plugin, &config.base_dir).await {
-                Ok(plugin) => {
-                    let params =
-                        flatten_params(&tier.params).map_err(|problem| ConfigError::Invalid {
-                            path: config.source.clone(),
-                            field: format!("tier \"{}\".params", tier.name),
-                            problem,
-                        })?;
-                    Ok(Sandbox::new(
-                        Arc::new(plugin),
-                        &tier.name,
-                        tier.limits.clone(),
-                        &params,
-                        tier.instances,
-                        tier.warm_instances,
-                    ))
-                }
-                Err(error) => {
-                    tracing::error!(tier = %tier.name, plugin = %tier.plugin, %error, "tier failed to load");
-                    Err(error)
-                }
+            let params = flatten_params(&tier.params).map_err(|problem| ConfigError::Invalid {
+                path: config.source.clone(),
+                field: format!("tier \"{}\".params", tier.name),
+                problem,
+            })?;
+            let loaded = load_tier(&engine, config, tier, &params).await;
+            if let Err(error) = &loaded {
+                tracing::error!(tier = %tier.name, plugin = %tier.plugin, %error, "tier failed to load");
+            }
+            let (sandbox, chaos) = match loaded {
+                Ok((sandbox, chaos)) => (Ok(sandbox), chaos),
+                Err(error) => (Err(error), None),
             };
             tiers.push(CascadeTier {
                 slots: Arc::new(Semaphore::new(tier.max_concurrent)),
                 config: tier.clone(),
                 sandbox,
+                chaos,
             });
         }
         let audit = match &config.cascade.audit_log {
@@ -368,6 +442,10 @@ impl Cascade {
             );
         };
         let deadline = Duration::from_millis(tier.config.limits.deadline_ms).min(remaining);
+        let sandbox = match &tier.chaos {
+            Some((chaos, chaos_sandbox)) if chaos_hits(chaos, &request.id) => chaos_sandbox,
+            _ => sandbox,
+        };
         let report = sandbox.predict(request, deadline).await;
         entry.step = Step::FellThrough;
         entry.elapsed_us = report.elapsed.as_micros() as u64;

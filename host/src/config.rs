@@ -192,7 +192,36 @@ pub struct TierConfig {
     /// Parameters handed to the tier through the `params` import.
     #[serde(default)]
     pub params: toml::Table,
+    /// A file granted read-only to the tier through the `model` import (tree dump, rule list,
+    /// weights), relative to the config. The tier gets its bytes, never file access.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Fault injection for rehearsals and `tierhost eval`: a share of this tier's calls run the
+    /// `builtin:chaos` tier in `mode` instead, inside the same sandbox limits.
+    #[serde(default)]
+    pub chaos: Option<ChaosConfig>,
 }
+
+/// `[tier.chaos]`: injected faults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosConfig {
+    /// A `builtin:chaos` mode: `trap`, `panic`, `nan`, `sleep`, `infinite-loop`, ...
+    pub mode: String,
+    /// Share of calls (by a seeded hash of the request id) that get the fault.
+    #[serde(default = "default_chaos_rate")]
+    pub rate: f64,
+    /// Seed of the hash, so a replay faults on the same requests.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_chaos_rate() -> f64 {
+    1.0
+}
+
+/// Largest model document a tier may be granted.
+pub const MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
 
 fn default_warm_instances() -> usize {
     4
@@ -385,6 +414,11 @@ impl CascadeConfig {
                 && lo > hi
             {
                 return Err(self.invalid(at("accept"), format!("score_min {lo} > score_max {hi}")));
+            }
+            if let Some(chaos) = &tier.chaos
+                && !(0.0..=1.0).contains(&chaos.rate)
+            {
+                return Err(self.invalid(at("chaos.rate"), "must be within [0, 1]"));
             }
             if let Err(problem) = flatten_params(&tier.params) {
                 return Err(self.invalid(at("params"), problem));

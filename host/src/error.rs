@@ -66,7 +66,7 @@ pub enum LoadError {
         message: String,
     },
     /// `builtin:<name>` names no embedded tier.
-    #[error("unknown builtin plugin `{0}` (known: rules, linear, constant, chaos)")]
+    #[error("unknown builtin plugin `{0}` (known: rules, linear, constant, chaos, trees, ruleset)")]
     UnknownBuiltin(String),
     /// Not a valid WebAssembly component (corrupt file, core module, ...).
     #[error("not a valid WebAssembly component: {0}")]
@@ -78,6 +78,14 @@ pub enum LoadError {
     /// The component loaded but `describe` failed or returned nonsense.
     #[error("describe() failed: {0}")]
     Describe(String),
+    /// The tier's `model` file cannot be read or is too large.
+    #[error("model {path}: {message}")]
+    Model {
+        /// Model file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The compiled-artifact cache failed.
     #[error("compile cache: {0}")]
     Cache(String),

@@ -13,7 +13,8 @@
 //! - [`cascade`]: the walk down the tiers; [`answer`]: what the caller gets back;
 //! - [`reason`]: every fallback reason; [`events`]: fallback log events and the audit file;
 //! - [`service`]: a cascade as a long-lived service (hot swap, bulkhead); [`server`]: HTTP;
-//!   [`metrics`]: Prometheus; [`alerts`]: fallback-rate alerts.
+//!   [`metrics`]: Prometheus; [`alerts`]: fallback-rate alerts;
+//! - [`eval`]: replay labeled data through a cascade under fault scenarios.
 #![deny(missing_docs)]
 
 pub mod acceptance;
@@ -24,6 +25,7 @@ pub mod cascade;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod events;
 pub mod limits;
 pub mod metrics;

@@ -48,6 +48,35 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Replay labeled rows (CSV) through the cascade under fault scenarios and report, per
+    /// scenario, accuracy, coverage, fallbacks and the tier mix; each tier alone is a baseline.
+    Eval {
+        /// Cascade config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// CSV with a header: feature columns and the label column.
+        #[arg(long)]
+        data: PathBuf,
+        /// Scenario to run (repeatable): normal, primary-down, primary-slow, primary-garbage,
+        /// fault-mix. Default: all.
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        /// Name of the label column.
+        #[arg(long, default_value = "label")]
+        label_column: String,
+        /// Label mapping from CSV values to the cascade's labels, e.g. `1=phishing,0=legitimate`.
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// The positive class (for AUC). Default: what `1` maps to.
+        #[arg(long)]
+        positive: Option<String>,
+        /// Directory for summary.md and runs.json.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Print the summary as one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the embedded fraud cascade (examples/fraud) on sample requests, healthy and with its
     /// primary tier replaced by a tier stuck in an infinite loop.
     Demo {
@@ -62,7 +91,7 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Check { .. } | Command::Serve { .. } => "info",
         Command::Run { .. } => "warn",
-        Command::Demo { .. } => "error",
+        Command::Demo { .. } | Command::Eval { .. } => "error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -87,6 +116,28 @@ fn main() -> ExitCode {
             Command::Run { config, input } => run(&config, &input).await,
             Command::Demo { json } => demo(json).await,
             Command::Serve { config, listen } => serve(&config, listen).await,
+            Command::Eval {
+                config,
+                data,
+                scenarios,
+                label_column,
+                labels,
+                positive,
+                report,
+                json,
+            } => {
+                eval(EvalArgs {
+                    config,
+                    data,
+                    scenarios,
+                    label_column,
+                    labels,
+                    positive,
+                    report,
+                    json,
+                })
+                .await
+            }
         }
     });
     match result {
@@ -142,6 +193,99 @@ async fn check(path: &Path) -> Result<ExitCode> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+struct EvalArgs {
+    config: PathBuf,
+    data: PathBuf,
+    scenarios: Vec<String>,
+    label_column: String,
+    labels: String,
+    positive: Option<String>,
+    report: Option<PathBuf>,
+    json: bool,
+}
+
+async fn eval(args: EvalArgs) -> Result<ExitCode> {
+    use tierhost::eval::{self, Scenario};
+    let config = CascadeConfig::load(&args.config)?;
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in args.labels.split(',').filter(|p| !p.trim().is_empty()) {
+        let (from, to) = pair
+            .split_once('=')
+            .with_context(|| format!("--labels: `{pair}` is not VALUE=LABEL"))?;
+        labels.insert(from.trim().to_string(), to.trim().to_string());
+    }
+    let positive = args
+        .positive
+        .or_else(|| labels.get("1").cloned())
+        .unwrap_or_else(|| "1".into());
+    let rows = eval::read_labeled_csv(&args.data, &args.label_column, &labels)
+        .map_err(anyhow::Error::msg)?;
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios
+            .iter()
+            .map(|s| Scenario::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?
+    };
+    let engine = tierhost::TierEngine::new(&config.engine, &config.base_dir)?;
+    let mut runs: Vec<(String, CascadeConfig)> = scenarios
+        .iter()
+        .map(|s| (s.name().to_string(), s.apply(&config)))
+        .collect();
+    runs.extend(eval::single_tier_configs(&config));
+
+    let bar = indicatif::ProgressBar::new((rows.len() * runs.len()) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>24} [{bar:40}] {pos}/{len} rows, {eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut reports = Vec::new();
+    for (name, run_config) in &runs {
+        bar.set_message(name.clone());
+        let cascade = eval::load(&engine, run_config)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let (report, _) = eval::run(name, &cascade, &rows, &positive, || bar.inc(1)).await;
+        reports.push(report);
+    }
+    bar.finish_and_clear();
+
+    let tiers: Vec<String> = config.tiers.iter().map(|t| t.name.clone()).collect();
+    let summary = eval::markdown(&reports, &tiers);
+    let document = serde_json::json!({
+        "config": args.config,
+        "data": args.data,
+        "rows": rows.len(),
+        "positive_label": positive,
+        "runs": reports,
+    });
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let heading = format!(
+            "# tierhost eval: {} on {} ({} rows)\n\nAccuracy is on answered requests; coverage is the share not abstained; fallback rate is the share not served by the first tier. \"X alone\" runs the tier by itself, without a confidence threshold.\n\n",
+            args.config.display(),
+            args.data.display(),
+            rows.len()
+        );
+        std::fs::write(dir.join("summary.md"), format!("{heading}{summary}"))?;
+        std::fs::write(
+            dir.join("runs.json"),
+            serde_json::to_string_pretty(&document)?,
+        )?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&document)?);
+    } else {
+        println!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config_path: &Path, listen: Option<String>) -> Result<ExitCode> {

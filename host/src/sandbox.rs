@@ -55,6 +55,7 @@ pub struct TierState {
     limiter: TierLimiter,
     stderr: MemoryOutputPipe,
     params: Arc<Vec<wit_host::Param>>,
+    model: Arc<[u8]>,
     tier: Arc<str>,
     request_id: String,
     log_budget: u64,
@@ -104,6 +105,10 @@ impl wit_host::Host for TierState {
 
     fn params(&mut self) -> Vec<wit_host::Param> {
         self.params.as_ref().clone()
+    }
+
+    fn model(&mut self) -> Vec<u8> {
+        self.model.to_vec()
     }
 }
 
@@ -181,6 +186,7 @@ pub struct Sandbox {
     name: Arc<str>,
     limits: TierLimits,
     params: Arc<Vec<wit_host::Param>>,
+    model: Arc<[u8]>,
     mode: InstanceMode,
     warm: Mutex<Vec<Warm>>,
     max_warm: usize,
@@ -193,6 +199,7 @@ impl Sandbox {
         name: &str,
         limits: TierLimits,
         params: &[(String, ParamValue)],
+        model: Arc<[u8]>,
         mode: InstanceMode,
         max_warm: usize,
     ) -> Self {
@@ -213,6 +220,7 @@ impl Sandbox {
             name: Arc::from(name),
             limits,
             params: Arc::new(params),
+            model,
             mode,
             warm: Mutex::new(Vec::new()),
             max_warm,
@@ -239,6 +247,7 @@ impl Sandbox {
             limiter: TierLimiter::new(self.limits.max_memory_bytes()),
             stderr,
             params: self.params.clone(),
+            model: self.model.clone(),
             tier: self.name.clone(),
             request_id: request_id.to_string(),
             log_budget: self.limits.max_log_bytes,
@@ -350,6 +359,7 @@ impl Sandbox {
             "describe",
             limits.clone(),
             &[],
+            Arc::from(Vec::new()),
             InstanceMode::Fresh,
             0,
         );

@@ -39,6 +39,12 @@ pub fn log(level: LogLevel, message: &str) {
     bindings::tierhost::tier::host::log(level, message);
 }
 
+/// The read-only model document granted to this tier (`model = "path"` in its cascade entry),
+/// empty when none is configured.
+pub fn model() -> Vec<u8> {
+    bindings::tierhost::tier::host::model()
+}
+
 /// Typed, by-name access to a request's features.
 pub struct Features<'a> {
     features: &'a [Feature],

@@ -1,0 +1,440 @@
+//! `tierhost eval`: replays labeled rows through a cascade under fault scenarios and reports,
+//! per scenario, what served each request and how well: the numbers a team needs before it
+//! trusts a cascade in production.
+//!
+//! Scenarios are config transformations: faults are injected into the primary tier with the
+//! tier's own `[tier.chaos]` setting, so every injected fault really happens inside a sandbox
+//! and is classified by the same machinery as a real one.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::answer::{Answer, Decision, Step};
+use crate::cascade::Cascade;
+use crate::config::{CascadeConfig, ChaosConfig};
+use crate::engine::TierEngine;
+use crate::request::{FeatureValue, Request};
+
+/// One labeled row.
+#[derive(Debug, Clone)]
+pub struct LabeledRow {
+    /// The request built from the row's features.
+    pub request: Request,
+    /// The true label.
+    pub label: String,
+}
+
+/// Reads a CSV file with a header; `label_column` holds the truth, mapped through `labels`
+/// (e.g. `1` -> `phishing`); every other column is a feature (numbers as floats, empty cells
+/// as null, anything else as text).
+pub fn read_labeled_csv(
+    path: &Path,
+    label_column: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<LabeledRow>, String> {
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .clone();
+    let label_at = headers
+        .iter()
+        .position(|h| h == label_column)
+        .ok_or_else(|| {
+            format!(
+                "{}: no `{label_column}` column (header: {headers:?})",
+                path.display()
+            )
+        })?;
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| format!("{}: row {}: {e}", path.display(), i + 2))?;
+        let mut features = Vec::with_capacity(record.len());
+        let mut label = None;
+        for (j, (name, cell)) in headers.iter().zip(record.iter()).enumerate() {
+            if j == label_at {
+                let mapped = labels
+                    .get(cell)
+                    .cloned()
+                    .unwrap_or_else(|| cell.to_string());
+                label = Some(mapped);
+                continue;
+            }
+            let value = if cell.is_empty() {
+                FeatureValue::Null
+            } else if let Ok(x) = cell.parse::<f64>() {
+                FeatureValue::Float(x)
+            } else {
+                FeatureValue::Text(cell.to_string())
+            };
+            features.push((name.to_string(), value));
+        }
+        let label =
+            label.ok_or_else(|| format!("{}: row {} has no label", path.display(), i + 2))?;
+        rows.push(LabeledRow {
+            request: Request::new(format!("row-{}", i + 1), features),
+            label,
+        });
+    }
+    if rows.is_empty() {
+        return Err(format!("{}: no rows", path.display()));
+    }
+    Ok(rows)
+}
+
+/// A built-in fault scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// The cascade as configured.
+    Normal,
+    /// The primary traps on every call.
+    PrimaryDown,
+    /// The primary blocks past its deadline on every call.
+    PrimarySlow,
+    /// The primary answers NaN on every call.
+    PrimaryGarbage,
+    /// 20% of primary calls trap, chosen by a seeded hash of the request id.
+    FaultMix,
+}
+
+impl Scenario {
+    /// Every scenario, in report order.
+    pub const ALL: [Scenario; 5] = [
+        Self::Normal,
+        Self::PrimaryDown,
+        Self::PrimarySlow,
+        Self::PrimaryGarbage,
+        Self::FaultMix,
+    ];
+
+    /// Parses a scenario name.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown scenario `{name}` (known: {})",
+                    Self::ALL.map(|s| s.name()).join(", ")
+                )
+            })
+    }
+
+    /// Kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::PrimaryDown => "primary-down",
+            Self::PrimarySlow => "primary-slow",
+            Self::PrimaryGarbage => "primary-garbage",
+            Self::FaultMix => "fault-mix",
+        }
+    }
+
+    /// The config this scenario runs.
+    pub fn apply(self, config: &CascadeConfig) -> CascadeConfig {
+        let mut config = config.clone();
+        let chaos = |mode: &str, rate: f64| {
+            Some(ChaosConfig {
+                mode: mode.into(),
+                rate,
+                seed: 7,
+            })
+        };
+        if let Some(primary) = config.tiers.first_mut() {
+            primary.chaos = match self {
+                Self::Normal => primary.chaos.take(),
+                Self::PrimaryDown => chaos("trap", 1.0),
+                Self::PrimarySlow => chaos("sleep", 1.0),
+                Self::PrimaryGarbage => chaos("nan", 1.0),
+                Self::FaultMix => chaos("trap", 0.2),
+            };
+        }
+        config
+    }
+}
+
+/// Accuracy and volume of one group of answers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Quality {
+    /// Requests in the group.
+    pub requests: usize,
+    /// Share of all requests of the run.
+    pub share: f64,
+    /// Accuracy on the group (answers whose label is the truth).
+    pub accuracy: Option<f64>,
+    /// ROC AUC of the scores on the group, when both classes are present.
+    pub auc: Option<f64>,
+}
+
+/// Latency of one tier's calls.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// Calls made (skipped turns excluded).
+    pub calls: usize,
+    /// Median call time, in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile call time, in microseconds.
+    pub p99_us: u64,
+}
+
+/// The report of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Scenario or baseline name.
+    pub name: String,
+    /// Requests replayed.
+    pub requests: usize,
+    /// Accuracy on answered (not abstained) requests.
+    pub accuracy_answered: Option<f64>,
+    /// Share of requests answered (not abstained).
+    pub coverage: f64,
+    /// Share of requests not served by the first tier.
+    pub fallback_rate: f64,
+    /// Requests that ended in an abstention.
+    pub abstentions: usize,
+    /// Per serving tier (safe-default included): share and quality on its share.
+    pub served_by: BTreeMap<String, Quality>,
+    /// Per tier: latency of its calls.
+    pub latency: BTreeMap<String, Latency>,
+    /// Fallbacks by `tier:reason`.
+    pub fallbacks: BTreeMap<String, usize>,
+}
+
+/// Replays `rows` through `cascade` and summarizes.
+pub async fn run(
+    name: &str,
+    cascade: &Cascade,
+    rows: &[LabeledRow],
+    positive_label: &str,
+    mut progress: impl FnMut(),
+) -> (RunReport, Vec<Answer>) {
+    let mut answers = Vec::with_capacity(rows.len());
+    for row in rows {
+        answers.push(cascade.predict(&row.request).await);
+        progress();
+    }
+    (summarize(name, rows, &answers, positive_label), answers)
+}
+
+/// Summarizes answers against the truth.
+pub fn summarize(
+    name: &str,
+    rows: &[LabeledRow],
+    answers: &[Answer],
+    positive_label: &str,
+) -> RunReport {
+    let n = rows.len().max(1);
+    let mut groups: BTreeMap<String, Vec<(bool, f64, bool)>> = BTreeMap::new();
+    let mut answered = (0usize, 0usize);
+    let mut abstentions = 0;
+    let mut degraded = 0;
+    let mut calls: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    let mut fallbacks = BTreeMap::new();
+    for (row, answer) in rows.iter().zip(answers) {
+        degraded += usize::from(answer.degraded);
+        for entry in &answer.trail {
+            if entry.step != Step::Skipped {
+                calls
+                    .entry(entry.tier.clone())
+                    .or_default()
+                    .push(Duration::from_micros(entry.elapsed_us));
+            }
+            if let Some(reason) = &entry.reason {
+                *fallbacks
+                    .entry(format!("{}:{}", entry.tier, reason.kind()))
+                    .or_insert(0) += 1;
+            }
+        }
+        let group = groups.entry(answer.served_by.tier.clone()).or_default();
+        match &answer.decision {
+            Decision::Answer { label, score, .. } => {
+                let correct = *label == row.label;
+                answered.0 += 1;
+                answered.1 += usize::from(correct);
+                group.push((correct, *score, row.label == positive_label));
+            }
+            Decision::Abstain { .. } => abstentions += 1,
+        }
+    }
+    let served_by = groups
+        .into_iter()
+        .map(|(tier, items)| {
+            let correct = items.iter().filter(|(c, _, _)| *c).count();
+            let quality = Quality {
+                requests: items.len(),
+                share: items.len() as f64 / n as f64,
+                accuracy: (!items.is_empty()).then(|| correct as f64 / items.len() as f64),
+                auc: auc(&items.iter().map(|(_, s, p)| (*s, *p)).collect::<Vec<_>>()),
+            };
+            (tier, quality)
+        })
+        .collect();
+    let latency = calls
+        .into_iter()
+        .map(|(tier, mut d)| {
+            d.sort();
+            let pick = |q: f64| d[((d.len() - 1) as f64 * q) as usize].as_micros() as u64;
+            (
+                tier,
+                Latency {
+                    calls: d.len(),
+                    p50_us: pick(0.5),
+                    p99_us: pick(0.99),
+                },
+            )
+        })
+        .collect();
+    RunReport {
+        name: name.to_string(),
+        requests: rows.len(),
+        accuracy_answered: (answered.0 > 0).then(|| answered.1 as f64 / answered.0 as f64),
+        coverage: answered.0 as f64 / n as f64,
+        fallback_rate: degraded as f64 / n as f64,
+        abstentions,
+        served_by,
+        latency,
+        fallbacks,
+    }
+}
+
+/// ROC AUC by the rank-sum (Mann-Whitney) statistic, ties averaged; `None` with one class.
+pub fn auc(scored: &[(f64, bool)]) -> Option<f64> {
+    let positives = scored.iter().filter(|(_, p)| *p).count();
+    let negatives = scored.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let mut sorted: Vec<(f64, bool)> = scored.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1].0 == sorted[i].0 {
+            j += 1;
+        }
+        let average_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += average_rank * sorted[i..=j].iter().filter(|(_, p)| *p).count() as f64;
+        i = j + 1;
+    }
+    Some((rank_sum - (positives * (positives + 1)) as f64 / 2.0) / (positives * negatives) as f64)
+}
+
+/// Each tier alone: a config with only that tier, no confidence threshold, no chaos.
+pub fn single_tier_configs(config: &CascadeConfig) -> Vec<(String, CascadeConfig)> {
+    config
+        .tiers
+        .iter()
+        .map(|tier| {
+            let mut alone = config.clone();
+            let mut tier = tier.clone();
+            tier.min_confidence = 0.0;
+            tier.chaos = None;
+            alone.tiers = vec![tier.clone()];
+            alone.cascade.audit_log = None;
+            alone.safe_default.abstain = Some(format!("{} did not answer", tier.name));
+            (format!("{} alone", tier.name), alone)
+        })
+        .collect()
+}
+
+/// Loads a scenario's cascade on `engine` (no audit file: eval must not write production logs).
+pub async fn load(engine: &TierEngine, config: &CascadeConfig) -> Result<Cascade, String> {
+    let mut config = config.clone();
+    config.cascade.audit_log = None;
+    let cascade = Cascade::with_engine(engine.clone(), &config)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some((tier, error)) = cascade.load_errors().first() {
+        return Err(format!("tier \"{tier}\": {error}"));
+    }
+    Ok(cascade)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn opt_pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), pct)
+}
+
+/// The Markdown summary of every run.
+pub fn markdown(runs: &[RunReport], tiers: &[String]) -> String {
+    let mut out =
+        String::from("| run | accuracy (answered) | coverage | fallback rate | abstained |");
+    for tier in tiers
+        .iter()
+        .chain(std::iter::once(&"safe-default".to_string()))
+    {
+        out.push_str(&format!(" {tier}: share / acc |"));
+    }
+    out.push_str("\n|---|---:|---:|---:|---:|");
+    for _ in 0..=tiers.len() {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for run in runs {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |",
+            run.name,
+            opt_pct(run.accuracy_answered),
+            pct(run.coverage),
+            pct(run.fallback_rate),
+            run.abstentions
+        ));
+        for tier in tiers
+            .iter()
+            .chain(std::iter::once(&"safe-default".to_string()))
+        {
+            match run.served_by.get(tier) {
+                Some(q) => out.push_str(&format!(" {} / {} |", pct(q.share), opt_pct(q.accuracy))),
+                None => out.push_str(" - |"),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("\nTier call latency (p50 / p99, µs):\n\n| run |");
+    for tier in tiers {
+        out.push_str(&format!(" {tier} |"));
+    }
+    out.push_str("\n|---|");
+    for _ in tiers {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for run in runs {
+        out.push_str(&format!("| {} |", run.name));
+        for tier in tiers {
+            match run.latency.get(tier) {
+                Some(l) => out.push_str(&format!(" {} / {} |", l.p50_us, l.p99_us)),
+                None => out.push_str(" - |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_matches_hand_computed_values() {
+        assert_eq!(auc(&[(0.1, false), (0.9, true)]), Some(1.0));
+        assert_eq!(auc(&[(0.9, false), (0.1, true)]), Some(0.0));
+        assert_eq!(auc(&[(0.5, false), (0.5, true)]), Some(0.5));
+        // 2 positives, 2 negatives, one misordered pair of four: 0.75.
+        assert_eq!(
+            auc(&[(0.1, false), (0.4, true), (0.35, false), (0.8, true)]),
+            Some(0.75)
+        );
+        assert_eq!(auc(&[(0.1, true)]), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! `tierhost eval`: exact counts on a hand-checked fixture, scenarios force the tiers they
+//! claim to, injected chaos faults the share it is told to, and the model grant reaches tiers.
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use tierhost::eval::{self, Scenario};
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("1".into(), "block".into()), ("0".into(), "allow".into())])
+}
+
+fn fixture() -> Vec<eval::LabeledRow> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/eval.csv");
+    eval::read_labeled_csv(&path, "label", &labels()).unwrap()
+}
+
+/// primary: always "block" with confidence 0.9; fallback: the fraud rules with `block` from a
+/// score of 0.5 (amount > 5000 and a new account: 0.30 + 0.25).
+const CASCADE: &str = "[safe_default]\nabstain = \"escalate\"\n\
+[[tier]]\nname = \"primary\"\nplugin = \"builtin:chaos\"\nmin_confidence = 0.5\n[tier.params]\nmode = \"ok\"\nlabel = \"block\"\nscore = 0.9\nconfidence = 0.9\n\
+[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n[tier.params]\nblock_at = 0.5\nreview_at = 0.5\n";
+
+#[tokio::test]
+async fn eval_counts_match_a_hand_checked_fixture() {
+    let rows = fixture();
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows[1].label, "block");
+    let config = config(CASCADE);
+
+    // normal: the primary says "block" to all 6 rows; 4 of them are fraud.
+    let cascade = eval::load(&engine(), &Scenario::Normal.apply(&config))
+        .await
+        .unwrap();
+    let (normal, _) = eval::run("normal", &cascade, &rows, "block", || {}).await;
+    assert_eq!(normal.requests, 6);
+    assert_eq!(normal.accuracy_answered, Some(4.0 / 6.0));
+    assert_eq!(normal.coverage, 1.0);
+    assert_eq!(normal.fallback_rate, 0.0);
+    assert_eq!(normal.served_by["primary"].requests, 6);
+
+    // primary-down: the rules answer everything. By hand: rows 2, 4, 5 have amount > 5000
+    // and a new account (0.30 + 0.25 = 0.55 >= 0.5 -> block); rows 1 and 3 are old accounts
+    // with small amounts (allow); row 6 (80, 20 days) scores 0 -> allow but is fraud. 5/6 right.
+    let cascade = eval::load(&engine(), &Scenario::PrimaryDown.apply(&config))
+        .await
+        .unwrap();
+    let (down, answers) = eval::run("primary-down", &cascade, &rows, "block", || {}).await;
+    assert!(
+        answers.iter().all(|a| a.served_by.tier == "rules"),
+        "primary-down never serves from the primary"
+    );
+    assert_eq!(down.accuracy_answered, Some(5.0 / 6.0));
+    assert_eq!(down.fallback_rate, 1.0);
+    assert_eq!(down.fallbacks["primary:trap"], 6);
+    // Scores 0.55 for rows 2, 4, 5 and 0 for the rest: of the 8 (fraud, legit) pairs, 6 are
+    // ordered right and 2 tie: AUC = (6 + 2 / 2) / 8.
+    assert_eq!(down.served_by["rules"].auc, Some(0.875));
+
+    for (scenario, kind) in [
+        (Scenario::PrimarySlow, "deadline"),
+        (Scenario::PrimaryGarbage, "invalid-output"),
+    ] {
+        let cascade = eval::load(&engine(), &scenario.apply(&config))
+            .await
+            .unwrap();
+        let (report, answers) = eval::run(scenario.name(), &cascade, &rows, "block", || {}).await;
+        assert!(
+            answers.iter().all(|a| a.served_by.tier == "rules"),
+            "{}",
+            scenario.name()
+        );
+        assert_eq!(
+            report.fallbacks[&format!("primary:{kind}")],
+            6,
+            "{}",
+            scenario.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn fault_mix_injects_its_share_of_faults() {
+    let rows: Vec<eval::LabeledRow> = (0..1000)
+        .map(|i| eval::LabeledRow {
+            request: request(&format!("mix-{i}")),
+            label: "block".into(),
+        })
+        .collect();
+    let config = config(CASCADE);
+    let cascade = eval::load(&engine(), &Scenario::FaultMix.apply(&config))
+        .await
+        .unwrap();
+    let (report, _) = eval::run("fault-mix", &cascade, &rows, "block", || {}).await;
+    let faults = report.fallbacks["primary:trap"];
+    assert!(
+        (150..=250).contains(&faults),
+        "{faults} of 1000 primary calls faulted at rate 0.2"
+    );
+    assert_eq!(report.coverage, 1.0, "every request is still answered");
+}
+
+#[tokio::test]
+async fn single_tier_baselines_run_each_tier_alone() {
+    let config = config(CASCADE);
+    let runs = eval::single_tier_configs(&config);
+    assert_eq!(
+        runs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["primary alone", "rules alone"]
+    );
+    let cascade = eval::load(&engine(), &runs[1].1).await.unwrap();
+    let (report, _) = eval::run(&runs[1].0, &cascade, &fixture(), "block", || {}).await;
+    assert_eq!(report.served_by["rules"].requests, 6);
+    assert_eq!(report.accuracy_answered, Some(5.0 / 6.0));
+}
+
+#[tokio::test]
+async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/phishing");
+    let config = tierhost::CascadeConfig::load(&root.join("cascade.toml")).unwrap();
+    let labels = BTreeMap::from([
+        ("1".into(), "phishing".into()),
+        ("0".into(), "legitimate".into()),
+    ]);
+    let rows = eval::read_labeled_csv(&root.join("data/test.csv"), "label", &labels).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("models/metrics.json")).unwrap())
+            .unwrap();
+
+    // The tree tier in the sandbox reproduces scikit-learn's test accuracy exactly.
+    let (_, alone) = eval::single_tier_configs(&config).remove(0);
+    let cascade = eval::load(&engine(), &alone).await.unwrap();
+    let (report, _) = eval::run("primary alone", &cascade, &rows, "phishing", || {}).await;
+    let expected = metrics["test"]["primary_gbt"]["accuracy"]
+        .as_f64()
+        .expect("metrics.json has the primary's test accuracy");
+    assert!(
+        (report.accuracy_answered.unwrap() - expected).abs() < 1e-9,
+        "{report:?} vs {expected}"
+    );
+
+    // With the primary down, every request is still answered or escalated, never lost.
+    let cascade = eval::load(&engine(), &Scenario::PrimaryDown.apply(&config))
+        .await
+        .unwrap();
+    let (down, _) = eval::run("primary-down", &cascade, &rows, "phishing", || {}).await;
+    assert!(!down.served_by.contains_key("primary"));
+    assert_eq!(
+        down.served_by.values().map(|q| q.requests).sum::<usize>() + down.abstentions,
+        rows.len()
+    );
+}

@@ -152,3 +152,45 @@ async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
         rows.len()
     );
 }
+
+#[tokio::test]
+async fn the_ood_guard_routes_out_of_range_rows_past_the_primary_and_keeps_the_rest() {
+    let stats = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/stats.json");
+    let toml = CASCADE.replace(
+        "[[tier]]\nname = \"rules\"",
+        &format!(
+            "[tier.ood]\nstats = \"{}\"\n[[tier]]\nname = \"rules\"",
+            stats.display()
+        ),
+    );
+    let cascade = tierhost::Cascade::with_engine(engine(), &config(&toml))
+        .await
+        .unwrap();
+    let in_range = tierhost::Request::from_json(
+        r#"{"id":"in","features":{"amount":900,"account_age_days":30}}"#,
+    )
+    .unwrap();
+    let answer = cascade.predict(&in_range).await;
+    assert_eq!(answer.served_by.tier, "primary");
+
+    let out_of_range = tierhost::Request::from_json(
+        r#"{"id":"out","features":{"amount":250000,"account_age_days":30}}"#,
+    )
+    .unwrap();
+    let answer = cascade.predict(&out_of_range).await;
+    assert_eq!(answer.served_by.tier, "rules");
+    assert_eq!(kinds(&answer), vec!["out-of-distribution"]);
+    let message = answer.trail[0].message.as_deref().unwrap();
+    assert!(
+        message.contains("`amount` = 250000 outside the training range"),
+        "{message}"
+    );
+    assert_eq!(answer.trail[0].fuel_used, 0, "the primary was never called");
+
+    let missing =
+        tierhost::Request::from_json(r#"{"id":"missing","features":{"amount":900}}"#).unwrap();
+    assert_eq!(
+        kinds(&cascade.predict(&missing).await),
+        vec!["out-of-distribution"]
+    );
+}

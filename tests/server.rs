@@ -359,7 +359,7 @@ async fn openapi_document_matches_the_routes_and_the_answers() {
         .as_array()
         .unwrap()
         .len();
-    assert_eq!(kinds, 12, "every FallbackReason kind is documented");
+    assert_eq!(kinds, 13, "every FallbackReason kind is documented");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,7 @@ mod tests {
             params: Default::default(),
             model: None,
             chaos: None,
+            ood: None,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct CascadeTier {
     slots: Arc<Semaphore>,
     /// Injected faults: the chaos sandbox that replaces a share of this tier's calls.
     chaos: Option<(ChaosConfig, Sandbox)>,
+    /// Out-of-distribution guard.
+    ood: Option<crate::ood::OodGuard>,
 }
 
 /// Loads a tier's plugin and model grant, and its chaos sandbox when `[tier.chaos]` is set.
@@ -160,15 +162,21 @@ impl Cascade {
             if let Err(error) = &loaded {
                 tracing::error!(tier = %tier.name, plugin = %tier.plugin, %error, "tier failed to load");
             }
-            let (sandbox, chaos) = match loaded {
-                Ok((sandbox, chaos)) => (Ok(sandbox), chaos),
-                Err(error) => (Err(error), None),
+            let ood = match &tier.ood {
+                Some(ood) => Some(crate::ood::OodGuard::load(ood, &config.resolve(&ood.stats))),
+                None => None,
+            };
+            let (sandbox, chaos, ood) = match (loaded, ood.transpose()) {
+                (Ok((sandbox, chaos)), Ok(ood)) => (Ok(sandbox), chaos, ood),
+                (Err(error), _) => (Err(error), None, None),
+                (_, Err(problem)) => (Err(LoadError::Ood(problem)), None, None),
             };
             tiers.push(CascadeTier {
                 slots: Arc::new(Semaphore::new(tier.max_concurrent)),
                 config: tier.clone(),
                 sandbox,
                 chaos,
+                ood,
             });
         }
         let audit = match &config.cascade.audit_log {
@@ -429,6 +437,11 @@ impl Cascade {
         entry.version = Some(sandbox.plugin().info().version.clone());
         if remaining.is_zero() {
             return skip(entry, FallbackReason::BudgetExhausted);
+        }
+        if let Some(guard) = &tier.ood
+            && let Err(detail) = guard.check(request)
+        {
+            return skip(entry, FallbackReason::OutOfDistribution { detail });
         }
         let Ok(_permit) = tier.slots.try_acquire() else {
             return skip(

@@ -200,6 +200,9 @@ pub struct TierConfig {
     /// `builtin:chaos` tier in `mode` instead, inside the same sandbox limits.
     #[serde(default)]
     pub chaos: Option<ChaosConfig>,
+    /// Out-of-distribution guard: requests that fail it skip this tier.
+    #[serde(default)]
+    pub ood: Option<crate::ood::OodConfig>,
 }
 
 /// `[tier.chaos]`: injected faults.

@@ -86,6 +86,9 @@ pub enum LoadError {
         /// What went wrong.
         message: String,
     },
+    /// The tier's out-of-distribution guard cannot be set up.
+    #[error("ood guard: {0}")]
+    Ood(String),
     /// The compiled-artifact cache failed.
     #[error("compile cache: {0}")]
     Cache(String),

@@ -99,16 +99,23 @@ pub enum Scenario {
     PrimaryGarbage,
     /// 20% of primary calls trap, chosen by a seeded hash of the request id.
     FaultMix,
+    /// Half the rows have two features pushed out of the training distribution (negated and
+    /// offset by one); tiers keep their OOD guards.
+    Shift,
+    /// The same shifted rows with every OOD guard removed.
+    ShiftNoGuard,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 7] = [
         Self::Normal,
         Self::PrimaryDown,
         Self::PrimarySlow,
         Self::PrimaryGarbage,
         Self::FaultMix,
+        Self::Shift,
+        Self::ShiftNoGuard,
     ];
 
     /// Parses a scenario name.
@@ -132,7 +139,14 @@ impl Scenario {
             Self::PrimarySlow => "primary-slow",
             Self::PrimaryGarbage => "primary-garbage",
             Self::FaultMix => "fault-mix",
+            Self::Shift => "shift",
+            Self::ShiftNoGuard => "shift-no-guard",
         }
+    }
+
+    /// Whether the scenario replays shifted rows.
+    pub fn shifts_rows(self) -> bool {
+        matches!(self, Self::Shift | Self::ShiftNoGuard)
     }
 
     /// The config this scenario runs.
@@ -152,10 +166,50 @@ impl Scenario {
                 Self::PrimarySlow => chaos("sleep", 1.0),
                 Self::PrimaryGarbage => chaos("nan", 1.0),
                 Self::FaultMix => chaos("trap", 0.2),
+                Self::Shift | Self::ShiftNoGuard => primary.chaos.take(),
             };
+        }
+        if self == Self::ShiftNoGuard {
+            for tier in &mut config.tiers {
+                tier.ood = None;
+            }
         }
         config
     }
+}
+
+/// Suffix of the ids of shifted rows.
+pub const SHIFTED: &str = "~shifted";
+
+fn fnv(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Every other row (by a hash of its id) with two of its numeric features (also by hash) moved
+/// out of the training distribution: `x -> -(x + 1)`. Shifted rows' ids end in [`SHIFTED`].
+pub fn shifted(rows: &[LabeledRow]) -> Vec<LabeledRow> {
+    rows.iter()
+        .map(|row| {
+            let h = fnv(row.request.id.bytes());
+            if h % 2 == 1 {
+                return row.clone();
+            }
+            let mut row = row.clone();
+            let n = row.request.features.len().max(1) as u64;
+            let picks = [(h >> 8) % n, (h >> 24) % n];
+            for (i, (_, value)) in row.request.features.iter_mut().enumerate() {
+                if picks.contains(&(i as u64))
+                    && let FeatureValue::Float(x) = value
+                {
+                    *x = -(*x + 1.0);
+                }
+            }
+            row.request.id.push_str(SHIFTED);
+            row
+        })
+        .collect()
 }
 
 /// Accuracy and volume of one group of answers.
@@ -203,6 +257,25 @@ pub struct RunReport {
     pub latency: BTreeMap<String, Latency>,
     /// Fallbacks by `tier:reason`.
     pub fallbacks: BTreeMap<String, usize>,
+    /// On shifted rows only (shift scenarios): accuracy on the answered ones, share answered,
+    /// and how many the primary served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shifted: Option<ShiftedQuality>,
+}
+
+/// Quality on the shifted rows of a shift scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShiftedQuality {
+    /// Shifted rows.
+    pub rows: usize,
+    /// Accuracy on the shifted rows that were answered.
+    pub accuracy_answered: Option<f64>,
+    /// Share of shifted rows answered.
+    pub coverage: f64,
+    /// Shifted rows the primary served.
+    pub served_by_primary: usize,
+    /// Wrong answers on shifted rows.
+    pub errors: usize,
 }
 
 /// Replays `rows` through `cascade` and summarizes.
@@ -235,7 +308,20 @@ pub fn summarize(
     let mut degraded = 0;
     let mut calls: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     let mut fallbacks = BTreeMap::new();
+    let first_tier = answers
+        .first()
+        .and_then(|a| a.trail.first())
+        .map(|e| e.tier.clone());
+    let mut shifted = (0usize, 0usize, 0usize, 0usize); // rows, answered, correct, by primary
     for (row, answer) in rows.iter().zip(answers) {
+        if row.request.id.ends_with(SHIFTED) {
+            shifted.0 += 1;
+            shifted.3 += usize::from(Some(&answer.served_by.tier) == first_tier.as_ref());
+            if let Decision::Answer { label, .. } = &answer.decision {
+                shifted.1 += 1;
+                shifted.2 += usize::from(*label == row.label);
+            }
+        }
         degraded += usize::from(answer.degraded);
         for entry in &answer.trail {
             if entry.step != Step::Skipped {
@@ -299,6 +385,13 @@ pub fn summarize(
         served_by,
         latency,
         fallbacks,
+        shifted: (shifted.0 > 0).then(|| ShiftedQuality {
+            rows: shifted.0,
+            accuracy_answered: (shifted.1 > 0).then(|| shifted.2 as f64 / shifted.1 as f64),
+            coverage: shifted.1 as f64 / shifted.0 as f64,
+            served_by_primary: shifted.3,
+            errors: shifted.1 - shifted.2,
+        }),
     }
 }
 
@@ -335,6 +428,7 @@ pub fn single_tier_configs(config: &CascadeConfig) -> Vec<(String, CascadeConfig
             let mut tier = tier.clone();
             tier.min_confidence = 0.0;
             tier.chaos = None;
+            tier.ood = None;
             alone.tiers = vec![tier.clone()];
             alone.cascade.audit_log = None;
             alone.safe_default.abstain = Some(format!("{} did not answer", tier.name));
@@ -398,6 +492,22 @@ pub fn markdown(runs: &[RunReport], tiers: &[String]) -> String {
             }
         }
         out.push('\n');
+    }
+    if runs.iter().any(|r| r.shifted.is_some()) {
+        out.push_str("\nOn the shifted rows:\n\n| run | rows | served by primary | answered | accuracy (answered) | wrong answers |\n|---|---:|---:|---:|---:|---:|\n");
+        for run in runs {
+            if let Some(q) = &run.shifted {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    run.name,
+                    q.rows,
+                    q.served_by_primary,
+                    pct(q.coverage),
+                    opt_pct(q.accuracy_answered),
+                    q.errors
+                ));
+            }
+        }
     }
     out.push_str("\nTier call latency (p50 / p99, µs):\n\n| run |");
     for tier in tiers {

@@ -29,6 +29,7 @@ pub mod eval;
 pub mod events;
 pub mod limits;
 pub mod metrics;
+pub mod ood;
 pub mod plugin;
 pub mod reason;
 pub mod request;

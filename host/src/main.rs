@@ -58,7 +58,7 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
         /// Scenario to run (repeatable): normal, primary-down, primary-slow, primary-garbage,
-        /// fault-mix. Default: all.
+        /// fault-mix, shift, shift-no-guard. Default: all.
         #[arg(long = "scenario")]
         scenarios: Vec<String>,
         /// Name of the label column.
@@ -232,11 +232,16 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
             .map_err(anyhow::Error::msg)?
     };
     let engine = tierhost::TierEngine::new(&config.engine, &config.base_dir)?;
-    let mut runs: Vec<(String, CascadeConfig)> = scenarios
+    let shifted_rows = eval::shifted(&rows);
+    let mut runs: Vec<(String, CascadeConfig, bool)> = scenarios
         .iter()
-        .map(|s| (s.name().to_string(), s.apply(&config)))
+        .map(|s| (s.name().to_string(), s.apply(&config), s.shifts_rows()))
         .collect();
-    runs.extend(eval::single_tier_configs(&config));
+    runs.extend(
+        eval::single_tier_configs(&config)
+            .into_iter()
+            .map(|(n, c)| (n, c, false)),
+    );
 
     let bar = indicatif::ProgressBar::new((rows.len() * runs.len()) as u64);
     bar.set_style(
@@ -246,12 +251,13 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut reports = Vec::new();
-    for (name, run_config) in &runs {
+    for (name, run_config, shift) in &runs {
         bar.set_message(name.clone());
         let cascade = eval::load(&engine, run_config)
             .await
             .map_err(anyhow::Error::msg)?;
-        let (report, _) = eval::run(name, &cascade, &rows, &positive, || bar.inc(1)).await;
+        let replay = if *shift { &shifted_rows } else { &rows };
+        let (report, _) = eval::run(name, &cascade, replay, &positive, || bar.inc(1)).await;
         reports.push(report);
     }
     bar.finish_and_clear();

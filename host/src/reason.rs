@@ -65,6 +65,11 @@ pub enum FallbackReason {
     },
     /// No time was left in the request budget for this tier.
     BudgetExhausted,
+    /// The request failed the tier's out-of-distribution guard, so the tier was skipped.
+    OutOfDistribution {
+        /// Which feature is out of distribution and how.
+        detail: String,
+    },
     /// The tier was skipped because the host had no capacity for it (instance pool full).
     Shed {
         /// Which capacity ran out.
@@ -87,6 +92,7 @@ impl FallbackReason {
             Self::LowConfidence { .. } => "low-confidence",
             Self::LoadFailed { .. } => "load-failed",
             Self::BudgetExhausted => "budget-exhausted",
+            Self::OutOfDistribution { .. } => "out-of-distribution",
             Self::Shed { .. } => "shed",
         }
     }
@@ -131,6 +137,7 @@ impl std::fmt::Display for FallbackReason {
             }
             Self::LoadFailed { detail } => write!(f, "plugin failed to load: {detail}"),
             Self::BudgetExhausted => write!(f, "request budget exhausted"),
+            Self::OutOfDistribution { detail } => write!(f, "out of distribution: {detail}"),
             Self::Shed { detail } => write!(f, "shed: {detail}"),
         }
     }

@@ -162,10 +162,10 @@ impl Cascade {
             if let Err(error) = &loaded {
                 tracing::error!(tier = %tier.name, plugin = %tier.plugin, %error, "tier failed to load");
             }
-            let ood = match &tier.ood {
-                Some(ood) => Some(crate::ood::OodGuard::load(ood, &config.resolve(&ood.stats))),
-                None => None,
-            };
+            let ood = tier
+                .ood
+                .as_ref()
+                .map(|ood| crate::ood::OodGuard::load(ood, &config.resolve(&ood.stats)));
             let (sandbox, chaos, ood) = match (loaded, ood.transpose()) {
                 (Ok((sandbox, chaos)), Ok(ood)) => (Ok(sandbox), chaos, ood),
                 (Err(error), _) => (Err(error), None, None),

@@ -194,3 +194,42 @@ async fn the_ood_guard_routes_out_of_range_rows_past_the_primary_and_keeps_the_r
         vec!["out-of-distribution"]
     );
 }
+
+#[tokio::test]
+async fn calibration_hits_its_target_on_the_data_it_was_fitted_on() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/phishing");
+    let mut config = tierhost::CascadeConfig::load(&root.join("cascade.toml")).unwrap();
+    let labels = BTreeMap::from([
+        ("1".into(), "phishing".into()),
+        ("0".into(), "legitimate".into()),
+    ]);
+    let rows = eval::read_labeled_csv(&root.join("data/validation.csv"), "label", &labels).unwrap();
+    let target = 0.98;
+
+    let (_, alone) = eval::single_tier_configs(&config).remove(0);
+    let cascade = eval::load(&engine(), &alone).await.unwrap();
+    let (_, answers) = eval::run("primary alone", &cascade, &rows, "phishing", || {}).await;
+    let scored: Vec<(f64, bool)> = rows
+        .iter()
+        .zip(&answers)
+        .map(|(row, a)| match &a.decision {
+            tierhost::Decision::Answer {
+                label, confidence, ..
+            } => (*confidence, *label == row.label),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let c = eval::calibrate(&scored, rows.len(), target).expect("reachable on this data");
+    assert!(c.accuracy >= target && c.coverage > 0.5, "{c:?}");
+
+    // The cascade with that threshold keeps exactly that accuracy on the primary's share.
+    config.tiers[0].min_confidence = c.min_confidence;
+    let cascade = eval::load(&engine(), &config).await.unwrap();
+    let (report, _) = eval::run("calibrated", &cascade, &rows, "phishing", || {}).await;
+    let primary = &report.served_by["primary"];
+    assert!(primary.accuracy.unwrap() >= target, "{primary:?}");
+    assert!(
+        (primary.share - c.coverage).abs() < 1e-9,
+        "{primary:?} vs {c:?}"
+    );
+}

@@ -437,6 +437,46 @@ pub fn single_tier_configs(config: &CascadeConfig) -> Vec<(String, CascadeConfig
         .collect()
 }
 
+/// A confidence threshold chosen by [`calibrate`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Calibration {
+    /// The smallest `min_confidence` whose answers reach the target accuracy.
+    pub min_confidence: f64,
+    /// Accuracy of the answers at or above it.
+    pub accuracy: f64,
+    /// Share of rows answered at or above it.
+    pub coverage: f64,
+}
+
+/// Chooses the lowest threshold (so the highest coverage) at which the answers with
+/// `confidence >= threshold` reach `target` accuracy. `answers` holds (confidence, correct)
+/// of every answered row; `rows` counts every row (unanswered ones lower the coverage).
+pub fn calibrate(answers: &[(f64, bool)], rows: usize, target: f64) -> Option<Calibration> {
+    let mut sorted = answers.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut best = None;
+    let (mut taken, mut correct) = (0usize, 0usize);
+    let mut i = 0;
+    while i < sorted.len() {
+        // Take every answer with this confidence at once: a threshold cannot split ties.
+        let threshold = sorted[i].0;
+        while i < sorted.len() && sorted[i].0 == threshold {
+            taken += 1;
+            correct += usize::from(sorted[i].1);
+            i += 1;
+        }
+        let accuracy = correct as f64 / taken as f64;
+        if accuracy >= target {
+            best = Some(Calibration {
+                min_confidence: threshold,
+                accuracy,
+                coverage: taken as f64 / rows.max(1) as f64,
+            });
+        }
+    }
+    best
+}
+
 /// Loads a scenario's cascade on `engine` (no audit file: eval must not write production logs).
 pub async fn load(engine: &TierEngine, config: &CascadeConfig) -> Result<Cascade, String> {
     let mut config = config.clone();
@@ -534,6 +574,24 @@ pub fn markdown(runs: &[RunReport], tiers: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calibration_picks_the_lowest_threshold_that_reaches_the_target() {
+        // By confidence: 0.9 ok, 0.8 ok, 0.7 wrong, 0.6 ok, 0.5 wrong; 6 rows (one unanswered).
+        let answers = [
+            (0.9, true),
+            (0.8, true),
+            (0.7, false),
+            (0.6, true),
+            (0.5, false),
+        ];
+        let c = calibrate(&answers, 6, 0.75).unwrap();
+        assert_eq!(c.min_confidence, 0.6);
+        assert_eq!(c.accuracy, 0.75);
+        assert!((c.coverage - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(calibrate(&answers, 6, 1.0).unwrap().min_confidence, 0.8);
+        assert_eq!(calibrate(&[(0.9, false)], 1, 0.5), None);
+    }
 
     #[test]
     fn auc_matches_hand_computed_values() {

@@ -77,6 +77,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Choose each model tier's `min_confidence` so that the accuracy of the answers it keeps
+    /// reaches a target on labeled validation data; prints the thresholds as TOML lines.
+    Calibrate {
+        /// Cascade config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Validation CSV with a header: feature columns and the label column.
+        #[arg(long)]
+        data: PathBuf,
+        /// Accuracy the kept answers must reach, in (0, 1].
+        #[arg(long)]
+        target_accuracy: f64,
+        /// Name of the label column.
+        #[arg(long, default_value = "label")]
+        label_column: String,
+        /// Label mapping from CSV values to the cascade's labels, e.g. `1=phishing,0=legitimate`.
+        #[arg(long, default_value = "")]
+        labels: String,
+    },
     /// Run the embedded fraud cascade (examples/fraud) on sample requests, healthy and with its
     /// primary tier replaced by a tier stuck in an infinite loop.
     Demo {
@@ -91,7 +110,7 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Check { .. } | Command::Serve { .. } => "info",
         Command::Run { .. } => "warn",
-        Command::Demo { .. } | Command::Eval { .. } => "error",
+        Command::Demo { .. } | Command::Eval { .. } | Command::Calibrate { .. } => "error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -116,6 +135,13 @@ fn main() -> ExitCode {
             Command::Run { config, input } => run(&config, &input).await,
             Command::Demo { json } => demo(json).await,
             Command::Serve { config, listen } => serve(&config, listen).await,
+            Command::Calibrate {
+                config,
+                data,
+                target_accuracy,
+                label_column,
+                labels,
+            } => calibrate(&config, &data, target_accuracy, &label_column, &labels).await,
             Command::Eval {
                 config,
                 data,
@@ -195,6 +221,88 @@ async fn check(path: &Path) -> Result<ExitCode> {
     }
 }
 
+fn parse_labels(spec: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in spec.split(',').filter(|p| !p.trim().is_empty()) {
+        let (from, to) = pair
+            .split_once('=')
+            .with_context(|| format!("--labels: `{pair}` is not VALUE=LABEL"))?;
+        labels.insert(from.trim().to_string(), to.trim().to_string());
+    }
+    Ok(labels)
+}
+
+async fn calibrate(
+    config_path: &Path,
+    data: &Path,
+    target: f64,
+    label_column: &str,
+    labels: &str,
+) -> Result<ExitCode> {
+    use tierhost::eval;
+    anyhow::ensure!(
+        target > 0.0 && target <= 1.0,
+        "--target-accuracy must be within (0, 1]"
+    );
+    let config = CascadeConfig::load(config_path)?;
+    let rows = eval::read_labeled_csv(data, label_column, &parse_labels(labels)?)
+        .map_err(anyhow::Error::msg)?;
+    let engine = tierhost::TierEngine::new(&config.engine, &config.base_dir)?;
+    println!(
+        "# tierhost calibrate: target accuracy {target} on {} ({} rows)",
+        data.display(),
+        rows.len()
+    );
+    let mut unreachable = false;
+    for (name, alone) in eval::single_tier_configs(&config) {
+        let tier = &alone.tiers[0];
+        let cascade = eval::load(&engine, &alone)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let kind = cascade.tiers()[0]
+            .sandbox
+            .as_ref()
+            .map(|s| s.plugin().info().kind)
+            .unwrap_or("other");
+        if kind != "model" {
+            println!("# tier \"{}\" ({kind}): not a model, left as is", tier.name);
+            continue;
+        }
+        let (_, answers) = eval::run(&name, &cascade, &rows, "", || {}).await;
+        let scored: Vec<(f64, bool)> = rows
+            .iter()
+            .zip(&answers)
+            .filter_map(|(row, a)| match &a.decision {
+                Decision::Answer {
+                    label, confidence, ..
+                } if a.served_by.tier == tier.name => Some((*confidence, *label == row.label)),
+                _ => None,
+            })
+            .collect();
+        match eval::calibrate(&scored, rows.len(), target) {
+            Some(c) => println!(
+                "[[tier]] name = \"{}\": min_confidence = {:.4}  # accuracy {:.4} on the {:.1}% of rows it keeps",
+                tier.name,
+                c.min_confidence,
+                c.accuracy,
+                c.coverage * 100.0
+            ),
+            None => {
+                unreachable = true;
+                println!(
+                    "# tier \"{}\": no threshold reaches accuracy {target} on this data",
+                    tier.name
+                );
+            }
+        }
+    }
+    Ok(if unreachable {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 struct EvalArgs {
     config: PathBuf,
     data: PathBuf,
@@ -209,13 +317,7 @@ struct EvalArgs {
 async fn eval(args: EvalArgs) -> Result<ExitCode> {
     use tierhost::eval::{self, Scenario};
     let config = CascadeConfig::load(&args.config)?;
-    let mut labels = std::collections::BTreeMap::new();
-    for pair in args.labels.split(',').filter(|p| !p.trim().is_empty()) {
-        let (from, to) = pair
-            .split_once('=')
-            .with_context(|| format!("--labels: `{pair}` is not VALUE=LABEL"))?;
-        labels.insert(from.trim().to_string(), to.trim().to_string());
-    }
+    let labels = parse_labels(&args.labels)?;
     let positive = args
         .positive
         .or_else(|| labels.get("1").cloned())

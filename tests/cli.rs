@@ -152,3 +152,64 @@ fn the_demo_runs_on_embedded_defaults() {
         assert_ne!(answer["served_by"]["tier"], "primary");
     }
 }
+
+#[test]
+fn eval_prints_json_and_rejects_bad_arguments_clearly() {
+    let phishing = |f: &str| format!("{}/../examples/phishing/{f}", env!("CARGO_MANIFEST_DIR"));
+    let config = phishing("cascade.toml");
+    let data = phishing("data/test.csv");
+    let (code, stdout, stderr) = tierhost(&[
+        "eval",
+        "--config",
+        &config,
+        "--data",
+        &data,
+        "--labels",
+        "1=phishing,0=legitimate",
+        "--scenario",
+        "normal",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["rows"], 250);
+    assert_eq!(doc["runs"][0]["name"], "normal");
+    assert_eq!(
+        doc["runs"].as_array().unwrap().len(),
+        4,
+        "normal + each of the 3 tiers alone"
+    );
+
+    let (code, _, stderr) = tierhost(&[
+        "eval",
+        "--config",
+        &config,
+        "--data",
+        &data,
+        "--scenario",
+        "meteor-strike",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("unknown scenario `meteor-strike`") && stderr.contains("primary-down"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = tierhost(&["eval", "--config", &config, "--data", "/nonexistent.csv"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/nonexistent.csv"), "{stderr}");
+    let (code, _, stderr) = tierhost(&[
+        "calibrate",
+        "--config",
+        &config,
+        "--data",
+        &data,
+        "--target-accuracy",
+        "1.5",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--target-accuracy must be within (0, 1]"),
+        "{stderr}"
+    );
+    assert_no_panic(&stderr);
+}

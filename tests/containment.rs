@@ -23,7 +23,7 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("overconfident", "", "invalid-output", "confidence is 1.5"),
     (
         "huge-reason",
-        "max_memory_mib = 64\nfuel = 1_000_000_000",
+        "max_memory_mib = 64\nfuel = 1_000_000_000\ndeadline_ms = 500",
         "invalid-output",
         "max_output_bytes",
     ),

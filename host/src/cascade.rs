@@ -222,6 +222,16 @@ impl Cascade {
         &self.engine
     }
 
+    /// Tiers that loaded, with their plugin's identity.
+    pub fn loaded_plugins(&self) -> impl Iterator<Item = (&str, &crate::plugin::PluginInfo)> {
+        self.tiers.iter().filter_map(|t| {
+            Some((
+                t.config.name.as_str(),
+                t.sandbox.as_ref().ok()?.plugin().info(),
+            ))
+        })
+    }
+
     /// Tiers that failed to load, with their errors.
     pub fn load_errors(&self) -> Vec<(&str, &LoadError)> {
         self.tiers

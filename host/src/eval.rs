@@ -600,7 +600,7 @@ mod tests {
         assert_eq!(auc(&[(0.5, false), (0.5, true)]), Some(0.5));
         // 2 positives, 2 negatives, one misordered pair of four: 0.75.
         assert_eq!(
-            auc(&[(0.1, false), (0.4, true), (0.35, false), (0.8, true)]),
+            auc(&[(0.1, false), (0.4, true), (0.5, false), (0.8, true)]),
             Some(0.75)
         );
         assert_eq!(auc(&[(0.1, true)]), None);

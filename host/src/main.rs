@@ -50,52 +50,10 @@ enum Command {
     },
     /// Replay labeled rows (CSV) through the cascade under fault scenarios and report, per
     /// scenario, accuracy, coverage, fallbacks and the tier mix; each tier alone is a baseline.
-    Eval {
-        /// Cascade config (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// CSV with a header: feature columns and the label column.
-        #[arg(long)]
-        data: PathBuf,
-        /// Scenario to run (repeatable): normal, primary-down, primary-slow, primary-garbage,
-        /// fault-mix, shift, shift-no-guard. Default: all.
-        #[arg(long = "scenario")]
-        scenarios: Vec<String>,
-        /// Name of the label column.
-        #[arg(long, default_value = "label")]
-        label_column: String,
-        /// Label mapping from CSV values to the cascade's labels, e.g. `1=phishing,0=legitimate`.
-        #[arg(long, default_value = "")]
-        labels: String,
-        /// The positive class (for AUC). Default: what `1` maps to.
-        #[arg(long)]
-        positive: Option<String>,
-        /// Directory for summary.md and runs.json.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Print the summary as one JSON document on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(EvalArgs),
     /// Choose each model tier's `min_confidence` so that the accuracy of the answers it keeps
     /// reaches a target on labeled validation data; prints the thresholds as TOML lines.
-    Calibrate {
-        /// Cascade config (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// Validation CSV with a header: feature columns and the label column.
-        #[arg(long)]
-        data: PathBuf,
-        /// Accuracy the kept answers must reach, in (0, 1].
-        #[arg(long)]
-        target_accuracy: f64,
-        /// Name of the label column.
-        #[arg(long, default_value = "label")]
-        label_column: String,
-        /// Label mapping from CSV values to the cascade's labels, e.g. `1=phishing,0=legitimate`.
-        #[arg(long, default_value = "")]
-        labels: String,
-    },
+    Calibrate(CalibrateArgs),
     /// Run the embedded fraud cascade (examples/fraud) on sample requests, healthy and with its
     /// primary tier replaced by a tier stuck in an infinite loop.
     Demo {
@@ -110,7 +68,7 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Check { .. } | Command::Serve { .. } => "info",
         Command::Run { .. } => "warn",
-        Command::Demo { .. } | Command::Eval { .. } | Command::Calibrate { .. } => "error",
+        Command::Demo { .. } | Command::Eval(_) | Command::Calibrate(_) => "error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -135,35 +93,8 @@ fn main() -> ExitCode {
             Command::Run { config, input } => run(&config, &input).await,
             Command::Demo { json } => demo(json).await,
             Command::Serve { config, listen } => serve(&config, listen).await,
-            Command::Calibrate {
-                config,
-                data,
-                target_accuracy,
-                label_column,
-                labels,
-            } => calibrate(&config, &data, target_accuracy, &label_column, &labels).await,
-            Command::Eval {
-                config,
-                data,
-                scenarios,
-                label_column,
-                labels,
-                positive,
-                report,
-                json,
-            } => {
-                eval(EvalArgs {
-                    config,
-                    data,
-                    scenarios,
-                    label_column,
-                    labels,
-                    positive,
-                    report,
-                    json,
-                })
-                .await
-            }
+            Command::Calibrate(args) => calibrate(args).await,
+            Command::Eval(args) => eval(args).await,
         }
     });
     match result {
@@ -232,14 +163,15 @@ fn parse_labels(spec: &str) -> Result<std::collections::BTreeMap<String, String>
     Ok(labels)
 }
 
-async fn calibrate(
-    config_path: &Path,
-    data: &Path,
-    target: f64,
-    label_column: &str,
-    labels: &str,
-) -> Result<ExitCode> {
+async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
     use tierhost::eval;
+    let LabeledData {
+        config: config_path,
+        data,
+        label_column,
+        labels,
+    } = &args.input;
+    let target = args.target_accuracy;
     anyhow::ensure!(
         target > 0.0 && target <= 1.0,
         "--target-accuracy must be within (0, 1]"
@@ -303,26 +235,60 @@ async fn calibrate(
     })
 }
 
-struct EvalArgs {
+/// Labeled data shared by `eval` and `calibrate`.
+#[derive(clap::Args)]
+struct LabeledData {
+    /// Cascade config (TOML).
+    #[arg(long)]
     config: PathBuf,
+    /// CSV with a header: feature columns and the label column.
+    #[arg(long)]
     data: PathBuf,
-    scenarios: Vec<String>,
+    /// Name of the label column.
+    #[arg(long, default_value = "label")]
     label_column: String,
+    /// Label mapping from CSV values to the cascade's labels, e.g. `1=phishing,0=legitimate`.
+    #[arg(long, default_value = "")]
     labels: String,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    input: LabeledData,
+    /// Scenario to run (repeatable): normal, primary-down, primary-slow, primary-garbage,
+    /// fault-mix, shift, shift-no-guard. Default: all.
+    #[arg(long = "scenario")]
+    scenarios: Vec<String>,
+    /// The positive class (for AUC). Default: what `1` maps to.
+    #[arg(long)]
     positive: Option<String>,
+    /// Directory for summary.md and runs.json.
+    #[arg(long)]
     report: Option<PathBuf>,
+    /// Print the summary as one JSON document on stdout.
+    #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct CalibrateArgs {
+    #[command(flatten)]
+    input: LabeledData,
+    /// Accuracy the kept answers must reach, in (0, 1].
+    #[arg(long)]
+    target_accuracy: f64,
 }
 
 async fn eval(args: EvalArgs) -> Result<ExitCode> {
     use tierhost::eval::{self, Scenario};
-    let config = CascadeConfig::load(&args.config)?;
-    let labels = parse_labels(&args.labels)?;
+    let config = CascadeConfig::load(&args.input.config)?;
+    let labels = parse_labels(&args.input.labels)?;
     let positive = args
         .positive
         .or_else(|| labels.get("1").cloned())
         .unwrap_or_else(|| "1".into());
-    let rows = eval::read_labeled_csv(&args.data, &args.label_column, &labels)
+    let rows = eval::read_labeled_csv(&args.input.data, &args.input.label_column, &labels)
         .map_err(anyhow::Error::msg)?;
     let scenarios = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
@@ -367,8 +333,8 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
     let tiers: Vec<String> = config.tiers.iter().map(|t| t.name.clone()).collect();
     let summary = eval::markdown(&reports, &tiers);
     let document = serde_json::json!({
-        "config": args.config,
-        "data": args.data,
+        "config": args.input.config,
+        "data": args.input.data,
         "rows": rows.len(),
         "positive_label": positive,
         "runs": reports,
@@ -378,8 +344,8 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
             .with_context(|| format!("{}: cannot create", dir.display()))?;
         let heading = format!(
             "# tierhost eval: {} on {} ({} rows)\n\nAccuracy is on answered requests; coverage is the share not abstained; fallback rate is the share not served by the first tier. \"X alone\" runs the tier by itself, without a confidence threshold.\n\n",
-            args.config.display(),
-            args.data.display(),
+            args.input.config.display(),
+            args.input.data.display(),
             rows.len()
         );
         std::fs::write(dir.join("summary.md"), format!("{heading}{summary}"))?;

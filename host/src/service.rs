@@ -215,16 +215,8 @@ impl CascadeService {
             reason,
             tiers: current
                 .cascade
-                .tiers()
-                .iter()
-                .filter_map(|t| {
-                    let info = t.sandbox.as_ref().ok()?.plugin().info();
-                    Some((
-                        t.config.name.clone(),
-                        info.version.clone(),
-                        info.sha256.clone(),
-                    ))
-                })
+                .loaded_plugins()
+                .map(|(tier, info)| (tier.to_string(), info.version.clone(), info.sha256.clone()))
                 .collect(),
             elapsed_ms: started.elapsed().as_millis() as u64,
         }
@@ -234,16 +226,14 @@ impl CascadeService {
         let current = self.current.load();
         let tiers: Vec<_> = current
             .cascade
-            .tiers()
-            .iter()
-            .filter_map(|t| {
-                let info = t.sandbox.as_ref().ok()?.plugin().info();
-                Some((
-                    t.config.name.clone(),
+            .loaded_plugins()
+            .map(|(tier, info)| {
+                (
+                    tier.to_string(),
                     info.name.clone(),
                     info.version.clone(),
                     info.sha256.clone(),
-                ))
+                )
             })
             .collect();
         self.metrics.set_tiers(&tiers);

@@ -40,6 +40,10 @@ fn main() {
         .arg(plugins.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
+    // Only the guests the host embeds or tests with; other members of plugins/ build on demand.
+    for (krate, _, _) in GUESTS {
+        cmd.arg("-p").arg(krate);
+    }
     // The outer build's flags are for the host target; keep them away from the guests.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",

@@ -30,5 +30,5 @@ echo "==> cargo clippy (guest tiers, wasm32-wasip2)"
 echo "==> cargo test --release"
 cargo test --release --no-fail-fast
 
-echo "==> benchmark smoke run (checks the bench program still works; README figures come from `cargo bench`)"
+echo '==> benchmark smoke run (checks the bench program still works; README figures come from cargo bench)'
 cargo bench --bench sandbox -- --smoke

@@ -477,6 +477,41 @@ pub fn calibrate(answers: &[(f64, bool)], rows: usize, target: f64) -> Option<Ca
     best
 }
 
+/// Accuracy and coverage of the answers kept at each confidence threshold in `thresholds`
+/// (the accuracy-vs-coverage trade-off of one tier): `(threshold, coverage, accuracy)`.
+pub fn coverage_curve(
+    answers: &[(f64, bool)],
+    rows: usize,
+    thresholds: &[f64],
+) -> Vec<(f64, f64, Option<f64>)> {
+    thresholds
+        .iter()
+        .map(|&t| {
+            let kept: Vec<bool> = answers
+                .iter()
+                .filter(|(c, _)| *c >= t)
+                .map(|(_, ok)| *ok)
+                .collect();
+            let correct = kept.iter().filter(|ok| **ok).count();
+            let accuracy = (!kept.is_empty()).then(|| correct as f64 / kept.len() as f64);
+            (t, kept.len() as f64 / rows.max(1) as f64, accuracy)
+        })
+        .collect()
+}
+
+/// (confidence, correct) of every answer a tier gave.
+pub fn scored(rows: &[LabeledRow], answers: &[Answer]) -> Vec<(f64, bool)> {
+    rows.iter()
+        .zip(answers)
+        .filter_map(|(row, a)| match &a.decision {
+            Decision::Answer {
+                label, confidence, ..
+            } => Some((*confidence, *label == row.label)),
+            Decision::Abstain { .. } => None,
+        })
+        .collect()
+}
+
 /// Loads a scenario's cascade on `engine` (no audit file: eval must not write production logs).
 pub async fn load(engine: &TierEngine, config: &CascadeConfig) -> Result<Cascade, String> {
     let mut config = config.clone();
@@ -591,6 +626,15 @@ mod tests {
         assert!((c.coverage - 4.0 / 6.0).abs() < 1e-12);
         assert_eq!(calibrate(&answers, 6, 1.0).unwrap().min_confidence, 0.8);
         assert_eq!(calibrate(&[(0.9, false)], 1, 0.5), None);
+    }
+
+    #[test]
+    fn coverage_curve_trades_coverage_for_accuracy() {
+        let answers = [(0.9, true), (0.8, true), (0.7, false), (0.6, true)];
+        let curve = coverage_curve(&answers, 5, &[0.5, 0.75, 0.95]);
+        assert_eq!(curve[0], (0.5, 0.8, Some(0.75)));
+        assert_eq!(curve[1], (0.75, 0.4, Some(1.0)));
+        assert_eq!(curve[2], (0.95, 0.0, None));
     }
 
     #[test]

@@ -319,25 +319,48 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut reports = Vec::new();
+    let primary_alone_name = config.tiers.first().map(|t| format!("{} alone", t.name));
+    let mut primary_alone = None;
     for (name, run_config, shift) in &runs {
         bar.set_message(name.clone());
         let cascade = eval::load(&engine, run_config)
             .await
             .map_err(anyhow::Error::msg)?;
         let replay = if *shift { &shifted_rows } else { &rows };
-        let (report, _) = eval::run(name, &cascade, replay, &positive, || bar.inc(1)).await;
+        let (report, answers) = eval::run(name, &cascade, replay, &positive, || bar.inc(1)).await;
+        if primary_alone.is_none() && Some(name.as_str()) == primary_alone_name.as_deref() {
+            primary_alone = Some(eval::scored(&rows, &answers));
+        }
         reports.push(report);
     }
     bar.finish_and_clear();
 
     let tiers: Vec<String> = config.tiers.iter().map(|t| t.name.clone()).collect();
-    let summary = eval::markdown(&reports, &tiers);
+    let mut summary = eval::markdown(&reports, &tiers);
+    let thresholds: Vec<f64> = (10..20).map(|i| f64::from(i) * 0.05).collect();
+    let curve = primary_alone
+        .map(|scored| eval::coverage_curve(&scored, rows.len(), &thresholds))
+        .unwrap_or_default();
+    if !curve.is_empty() {
+        summary.push_str(&format!(
+            "\nAccuracy vs coverage of `{}` as its min_confidence varies:\n\n| min_confidence | coverage | accuracy |\n|---:|---:|---:|\n",
+            tiers[0]
+        ));
+        for (t, coverage, accuracy) in &curve {
+            summary.push_str(&format!(
+                "| {t:.2} | {:.1}% | {} |\n",
+                coverage * 100.0,
+                accuracy.map_or("-".into(), |a| format!("{:.1}%", a * 100.0))
+            ));
+        }
+    }
     let document = serde_json::json!({
         "config": args.input.config,
         "data": args.input.data,
         "rows": rows.len(),
         "positive_label": positive,
         "runs": reports,
+        "primary_coverage_curve": curve,
     });
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir)

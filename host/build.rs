@@ -14,6 +14,7 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("tier-chaos", "chaos", true),
     ("tier-trees", "trees", true),
     ("tier-ruleset", "ruleset", true),
+    ("tier-onnx", "onnx", true),
     ("tier-wrong-world", "wrong_world", false),
 ];
 

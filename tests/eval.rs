@@ -141,6 +141,28 @@ async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
         "{report:?} vs {expected}"
     );
 
+    // The ONNX tier (tract inside the sandbox) reproduces the logistic model's test accuracy.
+    let (_, alone) = eval::single_tier_configs(&config).remove(1);
+    let cascade = eval::load(&engine(), &alone).await.unwrap();
+    let (report, _) = eval::run("small-model alone", &cascade, &rows, "phishing", || {}).await;
+    let expected = metrics["test"]["small_logistic"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (report.accuracy_answered.unwrap() - expected).abs() < 1e-9,
+        "{report:?} vs {expected}"
+    );
+    assert_eq!(
+        cascade.tiers()[0]
+            .sandbox
+            .as_ref()
+            .unwrap()
+            .plugin()
+            .info()
+            .name,
+        "onnx"
+    );
+
     // With the primary down, every request is still answered or escalated, never lost.
     let cascade = eval::load(&engine(), &Scenario::PrimaryDown.apply(&config))
         .await

@@ -1,5 +1,5 @@
 //! Reference tiers compiled into the binary, addressable as `builtin:<name>` plugins: `rules`,
-//! `linear`, `constant` and `chaos`. They are built from `plugins/` by the build script.
+//! `linear`, `constant`, `chaos`, `trees`, `ruleset` and `onnx`. They are built from `plugins/` by the build script.
 
 #[doc(hidden)]
 pub mod guests {

@@ -66,7 +66,9 @@ pub enum LoadError {
         message: String,
     },
     /// `builtin:<name>` names no embedded tier.
-    #[error("unknown builtin plugin `{0}` (known: rules, linear, constant, chaos, trees, ruleset)")]
+    #[error(
+        "unknown builtin plugin `{0}` (known: rules, linear, constant, chaos, trees, ruleset, onnx)"
+    )]
     UnknownBuiltin(String),
     /// Not a valid WebAssembly component (corrupt file, core module, ...).
     #[error("not a valid WebAssembly component: {0}")]

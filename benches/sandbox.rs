@@ -18,6 +18,27 @@ mod rules_logic;
 
 use rules_logic::{RuleParams, Transaction};
 
+#[path = "../plugins/trees/src/logic.rs"]
+#[allow(dead_code)]
+mod trees_logic;
+
+const PHISHING_ROW: &str = r#"{"id":"bench-tree","features":{"empty_server_form_handler":0.5,"popup_window":0,"https":1,"request_from_other_domain":0.5,"anchor_from_other_domain":0,"is_popular":0.5,"long_url":1,"age_of_domain":1,"ip_in_url":0}}"#;
+
+/// Native baseline of the tree tier: the same evaluation source, features found by name.
+fn native_trees(req: &Request, model: &trees_logic::Model) -> Option<f64> {
+    let x: Vec<f64> = model
+        .features
+        .iter()
+        .map(|f| match req.feature(f) {
+            Some(FeatureValue::Float(x)) => Some(*x),
+            Some(FeatureValue::Integer(i)) => Some(*i as f64),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let raw = trees_logic::raw_score(model, &x).ok()?;
+    Some(1.0 / (1.0 + (-raw).exp()))
+}
+
 fn request() -> Request {
     Request::from_json(
         r#"{"id":"bench","features":{"amount":9000,"account_age_days":3,"merchant_category":"crypto","is_international":true,"has_international_history":false,"channel":"web"}}"#,
@@ -123,6 +144,42 @@ fn main() {
             stats(samples)
         })
     };
+    // The phishing primary (100 trees, 9 features): native vs sandbox with a warm instance.
+    let trees_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/phishing/models/primary_trees.json");
+    let tree_model = trees_logic::parse(&std::fs::read(&trees_path).expect("primary_trees.json"))
+        .expect("valid trees");
+    let tree_req = Request::from_json(PHISHING_ROW).expect("valid row");
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let t = Instant::now();
+        black_box(native_trees(black_box(&tree_req), &tree_model));
+        if i >= warmup {
+            samples.push(t.elapsed());
+        }
+    }
+    let native_trees_stats = stats(samples);
+    let trees_sandbox = {
+        let toml = format!(
+            "[[tier]]\nname = \"primary\"\nplugin = \"builtin:trees\"\nmodel = \"{}\"\ninstances = \"reuse\"\nwarm_instances = 1\n",
+            trees_path.display()
+        );
+        runtime.block_on(async {
+            let cascade = Cascade::with_engine(engine.clone(), &config(&toml))
+                .await
+                .expect("loads");
+            let mut samples = Vec::with_capacity(iterations);
+            for i in 0..warmup + iterations {
+                let t = Instant::now();
+                black_box(cascade.predict(black_box(&tree_req)).await);
+                if i >= warmup {
+                    samples.push(t.elapsed());
+                }
+            }
+            stats(samples)
+        })
+    };
+
     let fresh = measure(RULES_FRESH.into(), iterations);
     let reused = measure(RULES_REUSE.into(), iterations);
     let cascade_ok = measure(four_tiers("ok"), iterations / 2);
@@ -160,6 +217,27 @@ fn main() {
             us(s.p99),
             us(s.mean),
             ratio(s)
+        );
+    }
+    let tree_ratio =
+        trees_sandbox.p50.as_nanos() as f64 / native_trees_stats.p50.as_nanos().max(1) as f64;
+    for (name, s, r) in [
+        (
+            "phishing trees (100 x depth 3), native (same source)",
+            &native_trees_stats,
+            1.0,
+        ),
+        (
+            "phishing trees tier, sandbox, reused instance, via cascade",
+            &trees_sandbox,
+            tree_ratio,
+        ),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {r:.1}x vs native trees |",
+            us(s.p50),
+            us(s.p99),
+            us(s.mean)
         );
     }
     println!();

@@ -14,7 +14,7 @@
 //! - [`reason`]: every fallback reason; [`events`]: fallback log events and the audit file;
 //! - [`service`]: a cascade as a long-lived service (hot swap, bulkhead); [`server`]: HTTP;
 //!   [`metrics`]: Prometheus; [`alerts`]: fallback-rate alerts;
-//! - [`eval`]: replay labeled data through a cascade under fault scenarios.
+//! - [`eval`]: replay labeled data through a cascade under fault scenarios; [`plots`]: its SVGs.
 #![deny(missing_docs)]
 
 pub mod acceptance;
@@ -30,6 +30,7 @@ pub mod events;
 pub mod limits;
 pub mod metrics;
 pub mod ood;
+pub mod plots;
 pub mod plugin;
 pub mod reason;
 pub mod request;

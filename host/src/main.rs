@@ -263,7 +263,7 @@ struct EvalArgs {
     /// The positive class (for AUC). Default: what `1` maps to.
     #[arg(long)]
     positive: Option<String>,
-    /// Directory for summary.md and runs.json.
+    /// Directory for summary.md, runs.json, tier_mix.svg and accuracy_vs_coverage.svg.
     #[arg(long)]
     report: Option<PathBuf>,
     /// Print the summary as one JSON document on stdout.
@@ -376,6 +376,14 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
             dir.join("runs.json"),
             serde_json::to_string_pretty(&document)?,
         )?;
+        tierhost::plots::tier_mix(&dir.join("tier_mix.svg"), &reports, &tiers)
+            .map_err(anyhow::Error::msg)?;
+        tierhost::plots::accuracy_vs_coverage(
+            &dir.join("accuracy_vs_coverage.svg"),
+            &tiers[0],
+            &curve,
+        )
+        .map_err(anyhow::Error::msg)?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&document)?);

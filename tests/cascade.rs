@@ -116,3 +116,55 @@ async fn the_same_request_gets_the_same_answer() {
         "fuel is deterministic"
     );
 }
+
+#[tokio::test]
+async fn the_disk_cache_round_trips_and_refuses_a_directory_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    use tierhost::limits::EngineLimits;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let limits = EngineLimits {
+        cache_dir: Some(cache.clone()),
+        ..EngineLimits::default()
+    };
+    let wasm = tierhost::builtin::get("rules").unwrap();
+
+    // First engine compiles and writes the artifact, private to this user.
+    let first = tierhost::TierEngine::new(&limits, dir.path()).unwrap();
+    tierhost::plugin::Plugin::from_bytes(&first, "rules", wasm)
+        .await
+        .unwrap();
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A second engine loads it from disk and the tier works.
+    let second = tierhost::TierEngine::new(&limits, dir.path()).unwrap();
+    let plugin = tierhost::plugin::Plugin::from_bytes(&second, "rules", wasm)
+        .await
+        .unwrap();
+    assert_eq!(plugin.info().name, "fraud-rules");
+
+    // Once others can write to the directory, cached code is refused, not loaded.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let third = tierhost::TierEngine::new(&limits, dir.path()).unwrap();
+    let error = tierhost::plugin::Plugin::from_bytes(&third, "rules", wasm)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        error.to_string().contains("refusing to load compiled code"),
+        "{error}"
+    );
+}

@@ -20,6 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+mod machine;
+
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 const CASCADE: &str = r#"
@@ -291,17 +293,9 @@ fn main() {
     let th = format!("http://127.0.0.1:{port}");
     runtime.block_on(wait_ready(&client, &format!("{th}/healthz")));
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
     println!(
-        "load benchmark: {connections} connections, closed loop, {seconds} s per run, 20% primary faults; {cpu}, {} cores shared by server and load generator\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "load benchmark: {connections} connections, closed loop, {seconds} s per run, 20% primary faults; {}, shared by server and load generator\n",
+        machine::describe()
     );
     println!("| run | req/s | p50 (ms) | p99 (ms) | requests | errors | served by primary |");
     println!("|---|---:|---:|---:|---:|---:|---:|");

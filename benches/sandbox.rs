@@ -18,6 +18,8 @@ mod rules_logic;
 
 use rules_logic::{RuleParams, Transaction};
 
+mod machine;
+
 #[path = "../plugins/trees/src/logic.rs"]
 #[allow(dead_code)]
 mod trees_logic;
@@ -85,6 +87,19 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
     }
 }
 
+/// Times `f` `iterations` times after `warmup` untimed calls.
+fn time_sync<R>(warmup: usize, iterations: usize, mut f: impl FnMut() -> R) -> Stats {
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let t = Instant::now();
+        black_box(f());
+        if i >= warmup {
+            samples.push(t.elapsed());
+        }
+    }
+    stats(samples)
+}
+
 fn us(d: Duration) -> String {
     format!("{:.2}", d.as_nanos() as f64 / 1000.0)
 }
@@ -117,17 +132,12 @@ fn main() {
 
     // Native baseline.
     let params = RuleParams::default();
-    let mut samples = Vec::with_capacity(iterations);
-    for i in 0..warmup + iterations {
-        let t = Instant::now();
-        black_box(native_rules(black_box(&req), &params));
-        if i >= warmup {
-            samples.push(t.elapsed());
-        }
-    }
-    let native = stats(samples);
+    let native = time_sync(warmup, iterations, || {
+        native_rules(black_box(&req), &params)
+    });
 
-    let measure = |toml: String, iterations: usize| -> Stats {
+    // The whole timed loop runs inside one `block_on`, as a server's task would.
+    let measure_request = |toml: String, request: &Request, iterations: usize| -> Stats {
         runtime.block_on(async {
             let cascade = Cascade::with_engine(engine.clone(), &config(&toml))
                 .await
@@ -136,7 +146,7 @@ fn main() {
             let mut samples = Vec::with_capacity(iterations);
             for i in 0..warmup + iterations {
                 let t = Instant::now();
-                black_box(cascade.predict(black_box(&req)).await);
+                black_box(cascade.predict(black_box(request)).await);
                 if i >= warmup {
                     samples.push(t.elapsed());
                 }
@@ -144,59 +154,33 @@ fn main() {
             stats(samples)
         })
     };
+    let measure = |toml: String, iterations: usize| measure_request(toml, &req, iterations);
     // The phishing primary (100 trees, 9 features): native vs sandbox with a warm instance.
     let trees_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/phishing/models/primary_trees.json");
     let tree_model = trees_logic::parse(&std::fs::read(&trees_path).expect("primary_trees.json"))
         .expect("valid trees");
     let tree_req = Request::from_json(PHISHING_ROW).expect("valid row");
-    let mut samples = Vec::with_capacity(iterations);
-    for i in 0..warmup + iterations {
-        let t = Instant::now();
-        black_box(native_trees(black_box(&tree_req), &tree_model));
-        if i >= warmup {
-            samples.push(t.elapsed());
-        }
-    }
-    let native_trees_stats = stats(samples);
-    let trees_sandbox = {
-        let toml = format!(
+    let native_trees_stats = time_sync(warmup, iterations, || {
+        native_trees(black_box(&tree_req), &tree_model)
+    });
+    let trees_sandbox = measure_request(
+        format!(
             "[[tier]]\nname = \"primary\"\nplugin = \"builtin:trees\"\nmodel = \"{}\"\ninstances = \"reuse\"\nwarm_instances = 1\n",
             trees_path.display()
-        );
-        runtime.block_on(async {
-            let cascade = Cascade::with_engine(engine.clone(), &config(&toml))
-                .await
-                .expect("loads");
-            let mut samples = Vec::with_capacity(iterations);
-            for i in 0..warmup + iterations {
-                let t = Instant::now();
-                black_box(cascade.predict(black_box(&tree_req)).await);
-                if i >= warmup {
-                    samples.push(t.elapsed());
-                }
-            }
-            stats(samples)
-        })
-    };
+        ),
+        &tree_req,
+        iterations,
+    );
 
     let fresh = measure(RULES_FRESH.into(), iterations);
     let reused = measure(RULES_REUSE.into(), iterations);
     let cascade_ok = measure(four_tiers("ok"), iterations / 2);
     let cascade_fault = measure(four_tiers("trap"), iterations / 2);
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "tierhost sandbox benchmark ({} iterations each after {warmup} warm-up; {cpu}, {cores} cores)\n",
-        iterations
+        "tierhost sandbox benchmark ({iterations} iterations each after {warmup} warm-up; {})\n",
+        machine::describe()
     );
     println!("| path | p50 (us) | p99 (us) | mean (us) | p50 vs native |");
     println!("|---|---:|---:|---:|---:|");

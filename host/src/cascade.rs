@@ -316,7 +316,9 @@ impl Cascade {
             let Ok(sandbox) = &tier.sandbox else { continue };
             for sample in samples {
                 let deadline = Duration::from_millis(tier.config.limits.deadline_ms);
-                let report = sandbox.predict(sample, deadline).await;
+                let report = sandbox
+                    .predict(&crate::sandbox::lower(sample), deadline)
+                    .await;
                 let fault = match report.result {
                     Ok(TierAnswer::Answer(p)) => match acceptance::check(&p, &tier.config) {
                         Err(FallbackReason::InvalidOutput { detail })
@@ -345,9 +347,10 @@ impl Cascade {
         let started = Instant::now();
         let mut trail = Vec::with_capacity(self.tiers.len());
         let mut served = None;
+        let lowered = crate::sandbox::lower(request);
         for tier in &self.tiers {
             let remaining = self.budget.saturating_sub(started.elapsed());
-            let (entry, answer) = self.try_tier(tier, request, remaining).await;
+            let (entry, answer) = self.try_tier(tier, request, &lowered, remaining).await;
             trail.push(entry);
             if let Some(answer) = answer {
                 served = Some((tier, answer));
@@ -413,6 +416,7 @@ impl Cascade {
         &self,
         tier: &CascadeTier,
         request: &Request,
+        lowered: &crate::sandbox::TierRequest,
         remaining: Duration,
     ) -> (
         TrailEntry,
@@ -469,7 +473,7 @@ impl Cascade {
             Some((chaos, chaos_sandbox)) if chaos_hits(chaos, &request.id) => chaos_sandbox,
             _ => sandbox,
         };
-        let report = sandbox.predict(request, deadline).await;
+        let report = sandbox.predict(lowered, deadline).await;
         entry.step = Step::FellThrough;
         entry.elapsed_us = report.elapsed.as_micros() as u64;
         entry.fuel_used = report.fuel_used;

@@ -286,10 +286,10 @@ impl Sandbox {
     }
 
     /// Calls the tier's `predict` with `deadline` of wall time. Never panics; every fault is
-    /// returned as a [`FallbackReason`].
-    pub async fn predict(&self, request: &Request, deadline: Duration) -> CallReport {
+    /// returned as a [`FallbackReason`]. The request is lowered once per cascade walk with
+    /// [`lower`], not once per tier.
+    pub async fn predict(&self, request: &TierRequest, deadline: Duration) -> CallReport {
         let started = Instant::now();
-        let wit_request = to_wit(request);
         let reused = match self.mode {
             InstanceMode::Reuse => self.warm.lock().ok().and_then(|mut w| w.pop()),
             InstanceMode::Fresh => None,
@@ -307,7 +307,7 @@ impl Sandbox {
                     Some(i) => i,
                     None => pre.instantiate_async(&mut store).await?,
                 };
-                let result = instance.call_predict(&mut store, &wit_request).await?;
+                let result = instance.call_predict(&mut store, request).await?;
                 Ok::<_, wasmtime::Error>((instance, result))
             };
             tokio::time::timeout(deadline, call).await
@@ -379,7 +379,11 @@ impl Sandbox {
     }
 }
 
-fn to_wit(request: &Request) -> wit::Request {
+/// A request in the form tiers receive it.
+pub type TierRequest = wit::Request;
+
+/// Converts a request to the form tiers receive.
+pub fn lower(request: &Request) -> TierRequest {
     wit::Request {
         id: request.id.clone(),
         features: request

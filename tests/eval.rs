@@ -31,9 +31,12 @@ async fn eval_counts_match_a_hand_checked_fixture() {
     let config = config(CASCADE);
 
     // normal: the primary says "block" to all 6 rows; 4 of them are fraud.
-    let cascade = eval::load(&engine(), &Scenario::Normal.apply(&config))
-        .await
-        .unwrap();
+    let cascade = eval::load(
+        &engine(),
+        &Scenario::Normal.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
+    )
+    .await
+    .unwrap();
     let (normal, _) = eval::run("normal", &cascade, &rows, "block", || {}).await;
     assert_eq!(normal.requests, 6);
     assert_eq!(normal.accuracy_answered, Some(4.0 / 6.0));
@@ -44,9 +47,12 @@ async fn eval_counts_match_a_hand_checked_fixture() {
     // primary-down: the rules answer everything. By hand: rows 2, 4, 5 have amount > 5000
     // and a new account (0.30 + 0.25 = 0.55 >= 0.5 -> block); rows 1 and 3 are old accounts
     // with small amounts (allow); row 6 (80, 20 days) scores 0 -> allow but is fraud. 5/6 right.
-    let cascade = eval::load(&engine(), &Scenario::PrimaryDown.apply(&config))
-        .await
-        .unwrap();
+    let cascade = eval::load(
+        &engine(),
+        &Scenario::PrimaryDown.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
+    )
+    .await
+    .unwrap();
     let (down, answers) = eval::run("primary-down", &cascade, &rows, "block", || {}).await;
     assert!(
         answers.iter().all(|a| a.served_by.tier == "rules"),
@@ -63,9 +69,12 @@ async fn eval_counts_match_a_hand_checked_fixture() {
         (Scenario::PrimarySlow, "deadline"),
         (Scenario::PrimaryGarbage, "invalid-output"),
     ] {
-        let cascade = eval::load(&engine(), &scenario.apply(&config))
-            .await
-            .unwrap();
+        let cascade = eval::load(
+            &engine(),
+            &scenario.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
+        )
+        .await
+        .unwrap();
         let (report, answers) = eval::run(scenario.name(), &cascade, &rows, "block", || {}).await;
         assert!(
             answers.iter().all(|a| a.served_by.tier == "rules"),
@@ -90,9 +99,12 @@ async fn fault_mix_injects_its_share_of_faults() {
         })
         .collect();
     let config = config(CASCADE);
-    let cascade = eval::load(&engine(), &Scenario::FaultMix.apply(&config))
-        .await
-        .unwrap();
+    let cascade = eval::load(
+        &engine(),
+        &Scenario::FaultMix.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
+    )
+    .await
+    .unwrap();
     let (report, _) = eval::run("fault-mix", &cascade, &rows, "block", || {}).await;
     let faults = report.fallbacks["primary:trap"];
     assert!(
@@ -153,7 +165,7 @@ async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
         "{report:?} vs {expected}"
     );
     assert_eq!(
-        cascade.tiers()[0]
+        cascade.cascade.tiers()[0]
             .sandbox
             .as_ref()
             .unwrap()
@@ -164,9 +176,12 @@ async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
     );
 
     // With the primary down, every request is still answered or escalated, never lost.
-    let cascade = eval::load(&engine(), &Scenario::PrimaryDown.apply(&config))
-        .await
-        .unwrap();
+    let cascade = eval::load(
+        &engine(),
+        &Scenario::PrimaryDown.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
+    )
+    .await
+    .unwrap();
     let (down, _) = eval::run("primary-down", &cascade, &rows, "phishing", || {}).await;
     assert!(!down.served_by.contains_key("primary"));
     assert_eq!(

@@ -312,6 +312,7 @@ async fn openapi_document_matches_the_routes_and_the_answers() {
         ("get", "/metrics"),
         ("get", "/openapi.json"),
         ("post", "/admin/reload"),
+        ("post", "/admin/tiers/{name}/breaker"),
     ];
     assert_eq!(
         paths.len(),
@@ -329,7 +330,8 @@ async fn openapi_document_matches_the_routes_and_the_answers() {
         } else {
             r#"{"requests":[]}"#.into()
         };
-        let (status, _) = server.send(&method.to_uppercase(), path, body).await;
+        let url = path.replace("{name}", "rules");
+        let (status, _) = server.send(&method.to_uppercase(), &url, body).await;
         assert!(
             status != 404 && status != 405,
             "{method} {path} is documented but answers {status}"

@@ -159,6 +159,7 @@ mod tests {
             elapsed_us: 1,
             fuel_used: 1,
             logs_dropped: 0,
+            hedged: false,
         };
         let mut trail = vec![entry(
             "primary",
@@ -178,6 +179,7 @@ mod tests {
             },
             degraded: primary_fell_back,
             elapsed_us: 1,
+            cache: None,
             trail,
         }
     }

@@ -1,6 +1,6 @@
 //! What a caller gets back: the decision and its provenance (serving tier, version, digest,
 //! degraded flag) and the trail of every tier tried.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::reason::FallbackReason;
 
@@ -17,12 +17,16 @@ pub struct Answer {
     pub degraded: bool,
     /// Wall time spent in the cascade, in microseconds.
     pub elapsed_us: u64,
+    /// Whether the prediction cache answered (absent when no cache is configured). A hit keeps
+    /// the original `served_by` and has an empty trail: no tier was called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::policy::cache::CacheStatus>,
     /// Every tier tried, in order, with its outcome.
     pub trail: Vec<TrailEntry>,
 }
 
 /// The served decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Decision {
     /// A prediction.
@@ -44,7 +48,7 @@ pub enum Decision {
 }
 
 /// Provenance of the served decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServedBy {
     /// Tier name from the config, or `safe-default`.
     pub tier: String,
@@ -67,8 +71,10 @@ pub enum Step {
     Served,
     /// It was called and its answer was not accepted (or it faulted).
     FellThrough,
-    /// It was not called (budget, shed, not loaded).
+    /// It was not called (budget, shed, breaker open, not loaded).
     Skipped,
+    /// It was called and then cancelled because another call of a hedge race answered first.
+    Cancelled,
 }
 
 /// One tier's turn.
@@ -94,10 +100,41 @@ pub struct TrailEntry {
     /// Log lines dropped for exceeding the tier's log budget.
     #[serde(skip_serializing_if = "is_zero")]
     pub logs_dropped: u64,
+    /// True when this call was started as a hedge (in parallel with a slow earlier tier).
+    #[serde(skip_serializing_if = "is_false")]
+    pub hedged: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl TrailEntry {
+    /// A turn of `tier` (plugin `version`) that has not happened yet.
+    pub fn new(tier: &str, version: Option<String>) -> Self {
+        Self {
+            tier: tier.to_string(),
+            version,
+            step: Step::Skipped,
+            reason: None,
+            message: None,
+            elapsed_us: 0,
+            fuel_used: 0,
+            logs_dropped: 0,
+            hedged: false,
+        }
+    }
+
+    /// Records why the tier did not serve.
+    pub fn fell_back(mut self, reason: FallbackReason) -> Self {
+        self.message = Some(reason.to_string());
+        self.reason = Some(reason);
+        self
+    }
 }
 
 impl Answer {

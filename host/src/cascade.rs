@@ -1,15 +1,18 @@
 //! The cascade: walks the tiers of a config in order for each request and serves the first
-//! answer that passes its acceptance checks; otherwise the host's safe default answers.
+//! answer that passes its policies; otherwise the host's safe default answers.
 //!
 //! Routing is plain Rust over the config, deterministic and auditable: a tier only answers or
 //! abstains, it never chooses where the request goes next. Every tier gets
-//! `min(its deadline, what is left of the request budget)`.
+//! `min(its deadline, what is left of the request budget)`. Each turn is a short walk over the
+//! tier's [`TierPolicies`]: gates, the call (possibly substituted), verdicts, bookkeeping. A
+//! tier with `[tier.hedge]` that is still running after its hedge delay races the rest of
+//! the cascade; the prediction cache, when configured, answers before any tier is tried.
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
-use crate::acceptance;
 use crate::answer::{Answer, Decision, ServedBy, Step, TrailEntry};
 use crate::config::{
     CascadeConfig, ChaosConfig, InstanceMode, MAX_MODEL_BYTES, SafeDefaultConfig, TierConfig,
@@ -18,34 +21,56 @@ use crate::config::{
 use crate::engine::TierEngine;
 use crate::error::{ConfigError, LoadError};
 use crate::events::{self, AuditLog};
+use crate::guest::{self, Prediction, TierAnswer, TierRequest};
 use crate::plugin::Plugin;
+use crate::policy::breaker::{Breaker, BreakerCore, BreakerEvents};
+use crate::policy::cache::{CacheStatus, Lookup, PredictionCache};
+use crate::policy::chaos::Chaos;
+use crate::policy::clock::Clock;
+use crate::policy::hedge::{Hedge, HedgeState};
+use crate::policy::memory::PolicyMemory;
+use crate::policy::{CallContext, CallRecord, TierPolicies, acceptance, bulkhead, confidence, ood};
 use crate::reason::FallbackReason;
 use crate::request::Request;
-use crate::sandbox::{Sandbox, TierAnswer};
+use crate::sandbox::Sandbox;
 
-/// One tier of a running cascade: its config and its sandbox, or why it failed to load. A tier
-/// that failed to load stays in the cascade and is stepped over with `load-failed`, so a bad
-/// plugin degrades the service instead of stopping it (`tierhost check` refuses it).
+/// Name of the host's own last answer in trails, metrics and provenance.
+pub const SAFE_DEFAULT: &str = "safe-default";
+
+/// One tier of a running cascade: its config, its sandbox (or why it failed to load) and its
+/// policies. A tier that failed to load stays in the cascade and is stepped over with
+/// `load-failed`, so a bad plugin degrades the service instead of stopping it (`tierhost
+/// check` refuses it).
 pub struct CascadeTier {
     /// The tier's config entry.
     pub config: TierConfig,
     /// The ready sandbox, or the load error.
     pub sandbox: Result<Sandbox, LoadError>,
-    /// Bulkhead: one permit per call in flight (`max_concurrent`).
-    slots: Arc<Semaphore>,
-    /// Injected faults: the chaos sandbox that replaces a share of this tier's calls.
-    chaos: Option<(ChaosConfig, Sandbox)>,
-    /// Out-of-distribution guard.
-    ood: Option<crate::ood::OodGuard>,
+    /// Gates, wrappers and verdicts, in the order they run.
+    pub policies: TierPolicies,
 }
 
-/// Loads a tier's plugin and model grant, and its chaos sandbox when `[tier.chaos]` is set.
+impl CascadeTier {
+    /// Calls of this tier in flight right now.
+    pub fn in_flight(&self) -> usize {
+        self.policies.bulkhead.in_flight()
+    }
+
+    fn version(&self) -> Option<String> {
+        self.sandbox
+            .as_ref()
+            .ok()
+            .map(|s| s.plugin().info().version.clone())
+    }
+}
+
+/// Loads a tier's plugin and its model grant.
 async fn load_tier(
     engine: &TierEngine,
     config: &CascadeConfig,
     tier: &TierConfig,
     params: &[(String, crate::config::ParamValue)],
-) -> Result<(Sandbox, Option<(ChaosConfig, Sandbox)>), LoadError> {
+) -> Result<Sandbox, LoadError> {
     let model: Arc<[u8]> = match &tier.model {
         Some(path) => {
             let path = config.resolve(path);
@@ -66,7 +91,7 @@ async fn load_tier(
         None => Arc::from(Vec::new()),
     };
     let plugin = Plugin::load(engine, &tier.plugin, &config.base_dir).await?;
-    let sandbox = Sandbox::new(
+    Ok(Sandbox::new(
         Arc::new(plugin),
         &tier.name,
         tier.limits.clone(),
@@ -74,64 +99,150 @@ async fn load_tier(
         model,
         tier.instances,
         tier.warm_instances,
-    );
-    let chaos = match &tier.chaos {
-        Some(chaos) => {
-            let plugin = Plugin::load(engine, "builtin:chaos", &config.base_dir).await?;
-            let params = [(
-                "mode".to_string(),
-                crate::config::ParamValue::Text(chaos.mode.clone()),
-            )];
-            let mut limits = tier.limits.clone();
-            // Injected hangs must meet the deadline, not the fuel limit.
-            if chaos.mode == "spin" {
-                limits.fuel = u64::MAX / 2;
-            }
-            let sandbox = Sandbox::new(
-                Arc::new(plugin),
-                &tier.name,
-                limits,
-                &params,
-                Arc::from(Vec::new()),
-                InstanceMode::Fresh,
-                0,
-            );
-            Some((chaos.clone(), sandbox))
-        }
-        None => None,
-    };
-    Ok((sandbox, chaos))
+    ))
 }
 
-/// Whether injected chaos hits this request: FNV-1a of seed and request id, below `rate`.
-fn chaos_hits(chaos: &ChaosConfig, request_id: &str) -> bool {
-    let hash = chaos
-        .seed
-        .to_le_bytes()
-        .iter()
-        .chain(request_id.as_bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+/// Loads the chaos sandbox of `[tier.chaos]`: `builtin:chaos` in the configured mode with the
+/// tier's own limits.
+async fn load_chaos(
+    engine: &TierEngine,
+    config: &CascadeConfig,
+    tier: &TierConfig,
+    chaos: &ChaosConfig,
+) -> Result<Chaos, LoadError> {
+    if chaos.mode == crate::policy::chaos::LATENCY_MODE {
+        return Ok(Chaos {
+            config: chaos.clone(),
+            sandbox: None,
         });
-    ((hash % 10_000) as f64) < chaos.rate * 10_000.0
+    }
+    let plugin = Plugin::load(engine, "builtin:chaos", &config.base_dir).await?;
+    let mut params = flatten_params(&chaos.params).map_err(LoadError::Describe)?;
+    params.push((
+        "mode".to_string(),
+        crate::config::ParamValue::Text(chaos.mode.clone()),
+    ));
+    let mut limits = tier.limits.clone();
+    // Injected hangs must meet the deadline, not the fuel limit.
+    if chaos.mode == "spin" {
+        limits.fuel = u64::MAX / 2;
+    }
+    let sandbox = Sandbox::new(
+        Arc::new(plugin),
+        &tier.name,
+        limits,
+        &params,
+        Arc::from(Vec::new()),
+        InstanceMode::Fresh,
+        0,
+    );
+    Ok(Chaos {
+        config: chaos.clone(),
+        sandbox: Some(sandbox),
+    })
 }
 
-impl CascadeTier {
-    /// Calls of this tier in flight right now.
-    pub fn in_flight(&self) -> usize {
-        self.config.max_concurrent - self.slots.available_permits()
+/// Where the policies of one tier find their shared state and report events.
+struct PolicyWiring<'a> {
+    memory: &'a PolicyMemory,
+    cascade: &'a Arc<str>,
+    audit: &'a Option<Arc<AuditLog>>,
+    keys: &'a mut HashSet<String>,
+}
+
+/// Builds a loaded tier's policies. `sha256` is its plugin digest: state is keyed by it.
+fn tier_policies(
+    tier: &TierConfig,
+    sha256: Option<&str>,
+    ood: Option<ood::OodGuard>,
+    chaos: Option<Chaos>,
+    wiring: &mut PolicyWiring<'_>,
+) -> TierPolicies {
+    let memory = wiring.memory;
+    let key = |policy: &str, section: &dyn erased::Json| {
+        format!(
+            "{policy}/{}/{}/{}",
+            tier.name,
+            sha256.unwrap_or("-"),
+            section.json()
+        )
+    };
+    let breaker = match (&tier.breaker, sha256) {
+        (Some(config), Some(_)) => {
+            let k = key("breaker", config);
+            let core = memory.state(&k, || BreakerCore::new(config));
+            wiring.keys.insert(k);
+            Some(Arc::new(Breaker::new(
+                config.clone(),
+                core,
+                memory.clock().clone(),
+                BreakerEvents {
+                    cascade: wiring.cascade.clone(),
+                    tier: Arc::from(tier.name.as_str()),
+                    audit: wiring.audit.clone(),
+                    observer: memory.observer().cloned(),
+                },
+            )))
+        }
+        _ => None,
+    };
+    let hedge = match (&tier.hedge, sha256) {
+        (Some(config), Some(_)) => {
+            let k = key("hedge", config);
+            let state = memory.state(&k, HedgeState::default);
+            wiring.keys.insert(k);
+            Some(Arc::new(Hedge::new(config.clone(), state)))
+        }
+        _ => None,
+    };
+    TierPolicies::new(
+        Arc::new(bulkhead::Bulkhead::new(tier.max_concurrent)),
+        breaker,
+        ood.map(Arc::new),
+        chaos.map(Arc::new),
+        Arc::new(acceptance::Acceptance {
+            accept: tier.accept.clone(),
+            max_output_bytes: tier.limits.max_output_bytes,
+        }),
+        Arc::new(confidence::MinConfidence(tier.min_confidence)),
+        hedge,
+    )
+}
+
+/// Serialising a policy's config section into its state key.
+mod erased {
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
     }
 }
 
 /// A loaded cascade, ready to answer requests.
 pub struct Cascade {
-    name: String,
+    name: Arc<str>,
     budget: Duration,
     tiers: Vec<CascadeTier>,
     safe_default: SafeDefaultConfig,
     audit: Option<Arc<AuditLog>>,
     engine: TierEngine,
+    cache: Option<PredictionCache>,
+    clock: Arc<dyn Clock>,
+    memory_keys: HashSet<String>,
 }
+
+/// What one walk down the cascade shares between tiers.
+struct Walk<'a> {
+    request: &'a Request,
+    lowered: &'a TierRequest,
+    started: Instant,
+}
+
+/// The result of walking some tiers: their trail and, when one served, its index and answer.
+type Walked = (Vec<TrailEntry>, Option<(usize, Prediction)>);
 
 impl Cascade {
     /// Creates the engine from `[engine]` and loads every tier.
@@ -146,65 +257,134 @@ impl Cascade {
         Self::with_engine(engine, config).await
     }
 
-    /// Loads every tier of `config` on an existing engine.
+    /// Loads every tier of `config` on an existing engine, with fresh policy state.
     pub async fn with_engine(
         engine: TierEngine,
         config: &CascadeConfig,
     ) -> Result<Self, ConfigError> {
-        let mut tiers = Vec::with_capacity(config.tiers.len());
-        for tier in &config.tiers {
-            let params = flatten_params(&tier.params).map_err(|problem| ConfigError::Invalid {
-                path: config.source.clone(),
-                field: format!("tier \"{}\".params", tier.name),
-                problem,
-            })?;
-            let loaded = load_tier(&engine, config, tier, &params).await;
-            if let Err(error) = &loaded {
-                tracing::error!(tier = %tier.name, plugin = %tier.plugin, %error, "tier failed to load");
-            }
-            let ood = tier
-                .ood
-                .as_ref()
-                .map(|ood| crate::ood::OodGuard::load(ood, &config.resolve(&ood.stats)));
-            let (sandbox, chaos, ood) = match (loaded, ood.transpose()) {
-                (Ok((sandbox, chaos)), Ok(ood)) => (Ok(sandbox), chaos, ood),
-                (Err(error), _) => (Err(error), None, None),
-                (_, Err(problem)) => (Err(LoadError::Ood(problem)), None, None),
-            };
-            tiers.push(CascadeTier {
-                slots: Arc::new(Semaphore::new(tier.max_concurrent)),
-                config: tier.clone(),
-                sandbox,
-                chaos,
-                ood,
-            });
-        }
+        Self::with_memory(engine, config, &PolicyMemory::default()).await
+    }
+
+    /// Loads every tier of `config` on an existing engine. Policy state (breakers, hedging
+    /// latency, the embedded cache, the audit writer) comes from `memory`, so a service that
+    /// reloads with the same memory keeps the state of every tier whose plugin did not change.
+    pub async fn with_memory(
+        engine: TierEngine,
+        config: &CascadeConfig,
+        memory: &PolicyMemory,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |field: String, problem: String| ConfigError::Invalid {
+            path: config.source.clone(),
+            field,
+            problem,
+        };
         let audit = match &config.cascade.audit_log {
             Some(path) => {
                 let path = config.resolve(path);
-                Some(Arc::new(
-                    AuditLog::open(
-                        &path,
-                        config.cascade.audit_max_bytes,
-                        config.cascade.audit_keep,
-                    )
-                    .map_err(|e| ConfigError::Invalid {
-                        path: config.source.clone(),
-                        field: "cascade.audit_log".into(),
-                        problem: format!("cannot open {}: {e}", path.display()),
-                    })?,
-                ))
+                Some(
+                    memory
+                        .audit_log(
+                            &path,
+                            config.cascade.audit_max_bytes,
+                            config.cascade.audit_keep,
+                        )
+                        .map_err(|e| {
+                            invalid(
+                                "cascade.audit_log".into(),
+                                format!("cannot open {}: {e}", path.display()),
+                            )
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let name: Arc<str> = Arc::from(config.cascade.name.as_str());
+        let mut keys = HashSet::new();
+        let mut tiers = Vec::with_capacity(config.tiers.len());
+        for tier in &config.tiers {
+            let params = flatten_params(&tier.params)
+                .map_err(|problem| invalid(format!("tier \"{}\".params", tier.name), problem))?;
+            let loaded = load_tier(&engine, config, tier, &params).await;
+            let chaos = match (&loaded, &tier.chaos) {
+                (Ok(_), Some(chaos)) => Some(load_chaos(&engine, config, tier, chaos).await),
+                _ => None,
+            }
+            .transpose();
+            let ood = tier
+                .ood
+                .as_ref()
+                .map(|ood| ood::OodGuard::load(ood, &config.resolve(&ood.stats)))
+                .transpose()
+                .map_err(LoadError::Ood);
+            let (sandbox, chaos, ood) = match (loaded, chaos, ood) {
+                (Ok(sandbox), Ok(chaos), Ok(ood)) => (Ok(sandbox), chaos, ood),
+                (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                    (Err(error), None, None)
+                }
+            };
+            if let Err(error) = &sandbox {
+                tracing::error!(tier = %tier.name, plugin = %tier.plugin, %error, "tier failed to load");
+            }
+            let sha256 = sandbox
+                .as_ref()
+                .ok()
+                .map(|s| s.plugin().info().sha256.clone());
+            let mut wiring = PolicyWiring {
+                memory,
+                cascade: &name,
+                audit: &audit,
+                keys: &mut keys,
+            };
+            let policies = tier_policies(tier, sha256.as_deref(), ood, chaos, &mut wiring);
+            tiers.push(CascadeTier {
+                config: tier.clone(),
+                sandbox,
+                policies,
+            });
+        }
+        let cache = match &config.cache {
+            Some(cache) => {
+                let mut digest = config.answer_digest();
+                for tier in &tiers {
+                    digest.push('/');
+                    match &tier.sandbox {
+                        Ok(s) => digest.push_str(&s.plugin().info().sha256),
+                        Err(_) => digest.push_str("load-failed"),
+                    }
+                }
+                let store_key = format!("cache/{}/{}", cache.max_entries, cache.ttl_s);
+                keys.insert(store_key.clone());
+                Some(
+                    PredictionCache::new(cache, digest, || {
+                        memory.state(&store_key, || crate::policy::cache::embedded_store(cache))
+                    })
+                    .map_err(|problem| invalid("cache".into(), problem))?,
+                )
             }
             None => None,
         };
         Ok(Self {
-            name: config.cascade.name.clone(),
+            name,
             budget: Duration::from_millis(config.cascade.budget_ms),
             tiers,
             safe_default: config.safe_default.clone(),
             audit,
             engine,
+            cache,
+            clock: memory.clock().clone(),
+            memory_keys: keys,
         })
+    }
+
+    /// The keys of the policy state this cascade uses (a service forgets the rest after a
+    /// reload, see [`PolicyMemory::retain`]).
+    pub fn memory_keys(&self) -> &HashSet<String> {
+        &self.memory_keys
+    }
+
+    /// The prediction cache, when configured.
+    pub fn cache(&self) -> Option<&PredictionCache> {
+        self.cache.as_ref()
     }
 
     /// Cascade name.
@@ -255,16 +435,6 @@ impl Cascade {
         self.audit.as_deref()
     }
 
-    /// Writes to `other`'s audit log when both name the same file, so a reloaded cascade
-    /// shares one writer (and one rotation) with the one it replaces.
-    pub fn share_audit_from(&mut self, other: &Cascade) {
-        if let (Some(mine), Some(theirs)) = (&self.audit, &other.audit)
-            && mine.path() == theirs.path()
-        {
-            self.audit = Some(theirs.clone());
-        }
-    }
-
     /// The safe default's answer without calling any tier, for a request the host cannot take
     /// on (saturated, or past its budget): every tier is recorded as skipped with `reason`.
     pub fn answer_without_tiers(
@@ -276,32 +446,15 @@ impl Cascade {
         let trail = self
             .tiers
             .iter()
-            .map(|t| TrailEntry {
-                tier: t.config.name.clone(),
-                version: t
-                    .sandbox
-                    .as_ref()
-                    .ok()
-                    .map(|s| s.plugin().info().version.clone()),
-                step: Step::Skipped,
-                message: Some(reason.to_string()),
-                reason: Some(reason.clone()),
-                elapsed_us: 0,
-                fuel_used: 0,
-                logs_dropped: 0,
-            })
+            .map(|t| TrailEntry::new(&t.config.name, t.version()).fell_back(reason.clone()))
             .collect();
         let answer = Answer {
             request_id: request.id.clone(),
             decision: self.safe_decision(),
-            served_by: ServedBy {
-                tier: "safe-default".into(),
-                plugin: None,
-                version: None,
-                sha256: None,
-            },
+            served_by: safe_default_provenance(),
             degraded: true,
             elapsed_us: started.elapsed().as_micros() as u64,
+            cache: None,
             trail,
         };
         events::emit_fallbacks(&self.name, &answer, self.audit.as_deref());
@@ -316,18 +469,11 @@ impl Cascade {
             let Ok(sandbox) = &tier.sandbox else { continue };
             for sample in samples {
                 let deadline = Duration::from_millis(tier.config.limits.deadline_ms);
-                let report = sandbox
-                    .predict(&crate::sandbox::lower(sample), deadline)
-                    .await;
+                let report = sandbox.predict(&guest::lower(sample), deadline).await;
                 let fault = match report.result {
-                    Ok(TierAnswer::Answer(p)) => match acceptance::check(&p, &tier.config) {
-                        Err(FallbackReason::InvalidOutput { detail })
-                            if !detail.contains("is not one of") =>
-                        {
-                            Some(FallbackReason::InvalidOutput { detail })
-                        }
-                        _ => None,
-                    },
+                    Ok(TierAnswer::Answer(p)) => {
+                        acceptance::contract(&p, tier.config.limits.max_output_bytes).err()
+                    }
                     Ok(TierAnswer::Abstain(_)) => None,
                     Err(reason) => Some(reason),
                 };
@@ -345,20 +491,37 @@ impl Cascade {
     /// Answers one request. Never fails: when no tier serves, the safe default does.
     pub async fn predict(&self, request: &Request) -> Answer {
         let started = Instant::now();
-        let mut trail = Vec::with_capacity(self.tiers.len());
-        let mut served = None;
-        let lowered = crate::sandbox::lower(request);
-        for tier in &self.tiers {
-            let remaining = self.budget.saturating_sub(started.elapsed());
-            let (entry, answer) = self.try_tier(tier, request, &lowered, remaining).await;
-            trail.push(entry);
-            if let Some(answer) = answer {
-                served = Some((tier, answer));
-                break;
+        let (cache_key, cache_status) = match &self.cache {
+            None => (None, None),
+            Some(cache) => {
+                let key = cache.key(request);
+                match cache.get(&key).await {
+                    Lookup::Hit(cached) => {
+                        return Answer {
+                            request_id: request.id.clone(),
+                            decision: cached.decision,
+                            served_by: cached.served_by,
+                            degraded: cached.degraded,
+                            elapsed_us: started.elapsed().as_micros() as u64,
+                            cache: Some(CacheStatus::Hit),
+                            trail: Vec::new(),
+                        };
+                    }
+                    Lookup::Miss => (Some(key), Some(CacheStatus::Miss)),
+                    Lookup::Bypass => (None, Some(CacheStatus::Bypass)),
+                }
             }
-        }
+        };
+        let lowered = guest::lower(request);
+        let walk = Walk {
+            request,
+            lowered: &lowered,
+            started,
+        };
+        let (trail, served) = self.walk_from(0, &walk).await;
         let (decision, served_by) = match served {
-            Some((tier, p)) => {
+            Some((i, p)) => {
+                let tier = &self.tiers[i];
                 let info = tier.sandbox.as_ref().ok().map(|s| s.plugin().info());
                 (
                     Decision::Answer {
@@ -375,15 +538,7 @@ impl Cascade {
                     },
                 )
             }
-            None => (
-                self.safe_decision(),
-                ServedBy {
-                    tier: "safe-default".into(),
-                    plugin: None,
-                    version: None,
-                    sha256: None,
-                },
-            ),
+            None => (self.safe_decision(), safe_default_provenance()),
         };
         let answer = Answer {
             request_id: request.id.clone(),
@@ -391,8 +546,14 @@ impl Cascade {
             decision,
             served_by,
             elapsed_us: started.elapsed().as_micros() as u64,
+            cache: cache_status,
             trail,
         };
+        if let (Some(cache), Some(key)) = (&self.cache, cache_key)
+            && cache.admits(&answer)
+        {
+            cache.put(key, &answer);
+        }
         events::emit_fallbacks(&self.name, &answer, self.audit.as_deref());
         answer
     }
@@ -412,87 +573,216 @@ impl Cascade {
         }
     }
 
+    /// Walks the tiers from index `from` until one serves.
+    fn walk_from<'a>(
+        &'a self,
+        from: usize,
+        walk: &'a Walk<'a>,
+    ) -> Pin<Box<dyn Future<Output = Walked> + Send + 'a>> {
+        Box::pin(async move {
+            let mut trail = Vec::new();
+            for i in from..self.tiers.len() {
+                let hedge_after = self.tiers[i]
+                    .policies
+                    .hedge
+                    .as_ref()
+                    .filter(|_| i + 1 < self.tiers.len())
+                    .and_then(|h| h.delay());
+                if let Some(after) = hedge_after {
+                    let (rest, served) = self.hedged_turn(i, after, walk).await;
+                    trail.extend(rest);
+                    return (trail, served);
+                }
+                let (entry, answer) = self.try_tier(&self.tiers[i], walk).await;
+                trail.push(entry);
+                if let Some(p) = answer {
+                    return (trail, Some((i, p)));
+                }
+            }
+            (trail, None)
+        })
+    }
+
+    /// Tier `i`'s turn with hedging: wait up to `after` for it; if it is still running (and
+    /// the hedge budget allows), race it against the walk of the following tiers and serve the
+    /// first acceptable answer. Both attempts are in the trail.
+    async fn hedged_turn(&self, i: usize, after: Duration, walk: &Walk<'_>) -> Walked {
+        let tier = &self.tiers[i];
+        let primary_started = Instant::now();
+        let primary = self.try_tier(tier, walk);
+        tokio::pin!(primary);
+        let sequential = |entry: TrailEntry, answer: Option<Prediction>| async move {
+            match answer {
+                Some(p) => (vec![entry], Some((i, p))),
+                None => {
+                    let (rest, served) = self.walk_from(i + 1, walk).await;
+                    (std::iter::once(entry).chain(rest).collect(), served)
+                }
+            }
+        };
+        let first = tokio::time::timeout(after, &mut primary).await;
+        if let Ok((entry, answer)) = first {
+            return sequential(entry, answer).await;
+        }
+        let hedge = tier.policies.hedge.as_ref();
+        if !hedge.is_some_and(|h| h.try_start()) {
+            let (entry, answer) = primary.await;
+            return sequential(entry, answer).await;
+        }
+        let mark = |mut rest: Vec<TrailEntry>| {
+            if let Some(first) = rest.first_mut() {
+                first.hedged = true;
+            }
+            rest
+        };
+        let hedged = self.walk_from(i + 1, walk);
+        tokio::pin!(hedged);
+        tokio::select! {
+            (entry, answer) = &mut primary => match answer {
+                Some(p) => {
+                    // The tier answered first: the hedge is cancelled.
+                    let mut cancelled = TrailEntry::new(
+                        &self.tiers[i + 1].config.name,
+                        self.tiers[i + 1].version(),
+                    );
+                    cancelled.step = Step::Cancelled;
+                    cancelled.hedged = true;
+                    cancelled.message =
+                        Some(format!("hedge cancelled: \"{}\" answered first", tier.config.name));
+                    (vec![entry, cancelled], Some((i, p)))
+                }
+                None => {
+                    let (rest, served) = hedged.await;
+                    (std::iter::once(entry).chain(mark(rest)).collect(), served)
+                }
+            },
+            (rest, served) = &mut hedged => match served {
+                Some(served) => {
+                    let winner = &self.tiers[served.0].config.name;
+                    let mut cancelled = TrailEntry::new(&tier.config.name, tier.version())
+                        .fell_back(FallbackReason::Hedged {
+                            detail: format!(
+                                "ran {} us; hedged after {} us, \"{winner}\" answered first",
+                                primary_started.elapsed().as_micros(),
+                                after.as_micros()
+                            ),
+                        });
+                    cancelled.step = Step::Cancelled;
+                    cancelled.elapsed_us = primary_started.elapsed().as_micros() as u64;
+                    (std::iter::once(cancelled).chain(mark(rest)).collect(), Some(served))
+                }
+                None => {
+                    // Nothing below answered: the slow tier is the last hope.
+                    let (entry, answer) = primary.await;
+                    let rest = mark(rest);
+                    (std::iter::once(entry).chain(rest).collect(), answer.map(|p| (i, p)))
+                }
+            },
+        }
+    }
+
+    /// One tier's turn: gates, the call, verdicts, bookkeeping.
     async fn try_tier(
         &self,
         tier: &CascadeTier,
-        request: &Request,
-        lowered: &crate::sandbox::TierRequest,
-        remaining: Duration,
-    ) -> (
-        TrailEntry,
-        Option<crate::sandbox::bindings::tierhost::tier::types::Prediction>,
-    ) {
-        let mut entry = TrailEntry {
-            tier: tier.config.name.clone(),
-            version: None,
-            step: Step::Skipped,
-            reason: None,
-            message: None,
-            elapsed_us: 0,
-            fuel_used: 0,
-            logs_dropped: 0,
-        };
-        let skip = |mut entry: TrailEntry, reason: FallbackReason| {
-            entry.message = Some(reason.to_string());
-            entry.reason = Some(reason);
-            (entry, None)
-        };
+        walk: &Walk<'_>,
+    ) -> (TrailEntry, Option<Prediction>) {
+        let entry = TrailEntry::new(&tier.config.name, tier.version());
         let sandbox = match &tier.sandbox {
             Ok(s) => s,
             Err(e) => {
-                return skip(
-                    entry,
-                    FallbackReason::LoadFailed {
-                        detail: e.to_string(),
-                    },
-                );
+                let reason = FallbackReason::LoadFailed {
+                    detail: e.to_string(),
+                };
+                return (entry.fell_back(reason), None);
             }
         };
-        entry.version = Some(sandbox.plugin().info().version.clone());
-        if remaining.is_zero() {
-            return skip(entry, FallbackReason::BudgetExhausted);
-        }
-        if let Some(guard) = &tier.ood
-            && let Err(detail) = guard.check(request)
-        {
-            return skip(entry, FallbackReason::OutOfDistribution { detail });
-        }
-        let Ok(_permit) = tier.slots.try_acquire() else {
-            return skip(
-                entry,
-                FallbackReason::Shed {
-                    detail: format!(
-                        "tier has {} calls in flight (max_concurrent)",
-                        tier.config.max_concurrent
-                    ),
-                },
-            );
+        let remaining = self.budget.saturating_sub(walk.started.elapsed());
+        let ctx = CallContext {
+            request: walk.request,
+            remaining,
+            now: self.clock.now(),
+        };
+        let policies = &tier.policies;
+        let tickets = match policies.admit(&ctx) {
+            Ok(tickets) => tickets,
+            Err(reason) => return (entry.fell_back(reason), None),
         };
         let deadline = Duration::from_millis(tier.config.limits.deadline_ms).min(remaining);
-        let sandbox = match &tier.chaos {
-            Some((chaos, chaos_sandbox)) if chaos_hits(chaos, &request.id) => chaos_sandbox,
-            _ => sandbox,
+        let delay = policies.delay(&ctx);
+        let report = if delay.is_zero() {
+            policies
+                .sandbox(&ctx, sandbox)
+                .predict(walk.lowered, deadline)
+                .await
+        } else {
+            delayed_call(
+                policies.sandbox(&ctx, sandbox),
+                walk.lowered,
+                deadline,
+                delay,
+            )
+            .await
         };
-        let report = sandbox.predict(lowered, deadline).await;
-        entry.step = Step::FellThrough;
-        entry.elapsed_us = report.elapsed.as_micros() as u64;
-        entry.fuel_used = report.fuel_used;
-        entry.logs_dropped = report.logs_dropped;
         let verdict = match report.result {
-            Ok(TierAnswer::Answer(p)) => acceptance::check(&p, &tier.config).map(|()| p),
+            Ok(TierAnswer::Answer(p)) => policies.judge(&p).map(|()| p),
             Ok(TierAnswer::Abstain(reason)) => Err(FallbackReason::Abstained { reason }),
             Err(reason) => Err(reason),
+        };
+        policies.observe(
+            tickets,
+            &CallRecord {
+                called: true,
+                elapsed: report.elapsed,
+                verdict: verdict.as_ref().map(|_| ()),
+            },
+        );
+        let mut entry = TrailEntry {
+            step: Step::FellThrough,
+            elapsed_us: report.elapsed.as_micros() as u64,
+            fuel_used: report.fuel_used,
+            logs_dropped: report.logs_dropped,
+            ..entry
         };
         match verdict {
             Ok(p) => {
                 entry.step = Step::Served;
                 (entry, Some(p))
             }
-            Err(reason) => {
-                entry.message = Some(reason.to_string());
-                entry.reason = Some(reason);
-                (entry, None)
-            }
+            Err(reason) => (entry.fell_back(reason), None),
         }
+    }
+}
+
+/// A call that waits `delay` first (injected latency); the wait is part of the deadline.
+async fn delayed_call(
+    sandbox: &Sandbox,
+    request: &TierRequest,
+    deadline: Duration,
+    delay: Duration,
+) -> crate::sandbox::CallReport {
+    let started = Instant::now();
+    tokio::time::sleep(delay.min(deadline)).await;
+    let mut report = match deadline.checked_sub(started.elapsed()) {
+        Some(left) if !left.is_zero() => sandbox.predict(request, left).await,
+        _ => crate::sandbox::CallReport {
+            result: Err(FallbackReason::Deadline {
+                deadline_us: deadline.as_micros() as u64,
+            }),
+            elapsed: Duration::ZERO,
+            fuel_used: 0,
+            logs_dropped: 0,
+        },
+    };
+    report.elapsed = started.elapsed();
+    report
+}
+
+fn safe_default_provenance() -> ServedBy {
+    ServedBy {
+        tier: SAFE_DEFAULT.into(),
+        plugin: None,
+        version: None,
+        sha256: None,
     }
 }

@@ -3,12 +3,17 @@
 //! This module only describes and checks configuration; the code that acts on it lives in
 //! [`crate::engine`], [`crate::plugin`] and [`crate::cascade`]. Every field and default is
 //! documented in the README ("Configuration reference").
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::ConfigError;
 use crate::limits::{EngineLimits, TierLimits};
+pub use crate::policy::breaker::BreakerConfig;
+pub use crate::policy::cache::CacheConfig;
+pub use crate::policy::chaos::ChaosConfig;
+pub use crate::policy::hedge::HedgeConfig;
+pub use crate::policy::ood::OodConfig;
 
 /// A whole cascade: engine settings, ordered tiers, the safe default.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +37,9 @@ pub struct CascadeConfig {
     /// Fallback-rate alerting.
     #[serde(default)]
     pub alerts: AlertConfig,
+    /// Prediction cache in front of the cascade (off unless set).
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
     /// Directory the config was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -41,7 +49,7 @@ pub struct CascadeConfig {
 }
 
 /// `[cascade]`: settings of the cascade as a whole.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CascadeSection {
     /// Name shown in logs and metrics.
@@ -164,7 +172,7 @@ pub enum InstanceMode {
 }
 
 /// One `[[tier]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierConfig {
     /// Tier name, unique in the cascade (shown in trails, logs and metrics).
@@ -202,25 +210,13 @@ pub struct TierConfig {
     pub chaos: Option<ChaosConfig>,
     /// Out-of-distribution guard: requests that fail it skip this tier.
     #[serde(default)]
-    pub ood: Option<crate::ood::OodConfig>,
-}
-
-/// `[tier.chaos]`: injected faults.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChaosConfig {
-    /// A `builtin:chaos` mode: `trap`, `panic`, `nan`, `sleep`, `infinite-loop`, ...
-    pub mode: String,
-    /// Share of calls (by a seeded hash of the request id) that get the fault.
-    #[serde(default = "default_chaos_rate")]
-    pub rate: f64,
-    /// Seed of the hash, so a replay faults on the same requests.
+    pub ood: Option<OodConfig>,
+    /// Circuit breaker (off unless set).
     #[serde(default)]
-    pub seed: u64,
-}
-
-fn default_chaos_rate() -> f64 {
-    1.0
+    pub breaker: Option<BreakerConfig>,
+    /// Hedging to the next tiers when this one is slow (off unless set).
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
 }
 
 /// Largest model document a tier may be granted.
@@ -236,7 +232,7 @@ fn default_max_concurrent() -> usize {
 }
 
 /// `[tier.accept]`: constraints an answer must satisfy to be served.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptConfig {
     /// Allowed labels; empty means any label.
@@ -252,7 +248,7 @@ pub struct AcceptConfig {
 
 /// `[safe_default]`: the host's own answer when every tier fails. It has no dependencies and
 /// cannot fail.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SafeDefaultConfig {
     /// Label of the safe answer.
@@ -369,6 +365,11 @@ impl CascadeConfig {
         if sd.label.is_empty() && sd.abstain.is_none() {
             return Err(self.invalid("safe_default.label", "must not be empty"));
         }
+        if let Some(cache) = &self.cache {
+            cache
+                .validate()
+                .map_err(|(field, problem)| self.invalid(format!("cache.{field}"), problem))?;
+        }
         let mut seen = BTreeMap::new();
         for (i, tier) in self.tiers.iter().enumerate() {
             let at = |field: &str| format!("tier \"{}\" (tier[{i}]).{field}", tier.name);
@@ -418,16 +419,45 @@ impl CascadeConfig {
             {
                 return Err(self.invalid(at("accept"), format!("score_min {lo} > score_max {hi}")));
             }
-            if let Some(chaos) = &tier.chaos
-                && !(0.0..=1.0).contains(&chaos.rate)
-            {
-                return Err(self.invalid(at("chaos.rate"), "must be within [0, 1]"));
+            if let Some(chaos) = &tier.chaos {
+                chaos.validate().map_err(|(field, problem)| {
+                    self.invalid(at(&format!("chaos.{field}")), problem)
+                })?;
+                flatten_params(&chaos.params)
+                    .map_err(|problem| self.invalid(at("chaos.params"), problem))?;
+            }
+            if let Some(breaker) = &tier.breaker {
+                breaker.validate().map_err(|(field, problem)| {
+                    self.invalid(at(&format!("breaker.{field}")), problem)
+                })?;
+            }
+            if let Some(hedge) = &tier.hedge {
+                hedge.validate().map_err(|(field, problem)| {
+                    self.invalid(at(&format!("hedge.{field}")), problem)
+                })?;
+                if i + 1 == self.tiers.len() {
+                    return Err(
+                        self.invalid(at("hedge"), "the last tier has no next tier to hedge to")
+                    );
+                }
             }
             if let Err(problem) = flatten_params(&tier.params) {
                 return Err(self.invalid(at("params"), problem));
             }
         }
         Ok(())
+    }
+
+    /// sha256 of everything that decides an answer: the budget, every tier's entry and the
+    /// safe default (with the tiers' plugin digests, it keys the prediction cache).
+    pub fn answer_digest(&self) -> String {
+        use sha2::Digest;
+        let decisive = serde_json::json!({
+            "budget_ms": self.cascade.budget_ms,
+            "tiers": self.tiers,
+            "safe_default": self.safe_default,
+        });
+        hex::encode(sha2::Sha256::digest(decisive.to_string().as_bytes()))
     }
 
     /// Resolves a path from the config (relative to the config file's directory).

@@ -17,8 +17,8 @@ use wasmtime::{
 };
 
 use crate::error::{EngineError, LoadError};
+use crate::guest::{self, CallState};
 use crate::limits::EngineLimits;
-use crate::sandbox::{self, TierState};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -45,7 +45,7 @@ pub struct TierEngine {
 
 struct EngineInner {
     engine: Engine,
-    linker: Linker<TierState>,
+    linker: Linker<CallState>,
     limits: EngineLimits,
     compat_hash: String,
     cache_dir: Option<PathBuf>,
@@ -92,7 +92,7 @@ impl TierEngine {
         let engine = Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
-        sandbox::add_to_linker(&mut linker).map_err(|e| EngineError(format!("{e:#}")))?;
+        guest::add_to_linker(&mut linker).map_err(|e| EngineError(format!("{e:#}")))?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -124,7 +124,7 @@ impl TierEngine {
     }
 
     /// The linker every tier is instantiated against (host imports + capability-free WASI).
-    pub fn linker(&self) -> &Linker<TierState> {
+    pub fn linker(&self) -> &Linker<CallState> {
         &self.inner.linker
     }
 

@@ -13,8 +13,10 @@ use serde::Serialize;
 
 use crate::answer::{Answer, Decision, Step};
 use crate::cascade::Cascade;
-use crate::config::{CascadeConfig, ChaosConfig};
+use crate::config::{CascadeConfig, ChaosConfig, HedgeConfig};
 use crate::engine::TierEngine;
+use crate::policy::clock::ManualClock;
+use crate::policy::memory::PolicyMemory;
 use crate::request::{FeatureValue, Request};
 
 /// One labeled row.
@@ -99,6 +101,17 @@ pub enum Scenario {
     PrimaryGarbage,
     /// 20% of primary calls trap, chosen by a seeded hash of the request id.
     FaultMix,
+    /// The rows replayed three times; the primary traps on every call from 10% to 30% of the
+    /// replay's time, then recovers (three passes, so a breaker's open time fits in the run).
+    PrimaryFlapping,
+    /// 3% of primary calls wait 15 ms before the primary runs (a heavy latency tail), with
+    /// the primary's hedging removed.
+    PrimaryHeavyTail,
+    /// The same tail with hedging (the configured `[tier.hedge]`, or `after_ms = 2`).
+    PrimaryHeavyTailHedged,
+    /// Every row replayed twice with the prediction cache on (the configured `[cache]`, or an
+    /// embedded one): the second pass should be hits.
+    Repeat,
     /// Half the rows have two features pushed out of the training distribution (negated and
     /// offset by one); tiers keep their OOD guards.
     Shift,
@@ -106,14 +119,25 @@ pub enum Scenario {
     ShiftNoGuard,
 }
 
+/// Share of calls delayed in the heavy-tail scenarios.
+pub const HEAVY_TAIL_RATE: f64 = 0.03;
+/// Delay of those calls, in ms.
+pub const HEAVY_TAIL_MS: f64 = 15.0;
+/// Hedge delay used when the config has no `[tier.hedge]` on the primary.
+pub const DEFAULT_SCENARIO_HEDGE_MS: f64 = 2.0;
+
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 11] = [
         Self::Normal,
         Self::PrimaryDown,
         Self::PrimarySlow,
         Self::PrimaryGarbage,
         Self::FaultMix,
+        Self::PrimaryFlapping,
+        Self::PrimaryHeavyTail,
+        Self::PrimaryHeavyTailHedged,
+        Self::Repeat,
         Self::Shift,
         Self::ShiftNoGuard,
     ];
@@ -139,6 +163,10 @@ impl Scenario {
             Self::PrimarySlow => "primary-slow",
             Self::PrimaryGarbage => "primary-garbage",
             Self::FaultMix => "fault-mix",
+            Self::PrimaryFlapping => "primary-flapping",
+            Self::PrimaryHeavyTail => "primary-heavy-tail",
+            Self::PrimaryHeavyTailHedged => "primary-heavy-tail-hedged",
+            Self::Repeat => "repeat",
             Self::Shift => "shift",
             Self::ShiftNoGuard => "shift-no-guard",
         }
@@ -149,25 +177,87 @@ impl Scenario {
         matches!(self, Self::Shift | Self::ShiftNoGuard)
     }
 
-    /// The config this scenario runs.
-    pub fn apply(self, config: &CascadeConfig) -> CascadeConfig {
+    /// How many times the scenario replays the rows.
+    pub fn passes(self) -> usize {
+        match self {
+            Self::Repeat => 2,
+            Self::PrimaryFlapping => 3,
+            _ => 1,
+        }
+    }
+
+    /// The rows this scenario replays: `rows` (shifted for the shift scenarios) `passes()`
+    /// times.
+    pub fn rows(self, rows: &[LabeledRow]) -> Vec<LabeledRow> {
+        let base = if self.shifts_rows() {
+            shifted(rows)
+        } else {
+            rows.to_vec()
+        };
+        let mut out = Vec::with_capacity(base.len() * self.passes());
+        for _ in 0..self.passes() {
+            out.extend(base.iter().cloned());
+        }
+        out
+    }
+
+    /// The config this scenario runs, for a replay of `rows` rows at `rows_per_s` (the
+    /// cascade's clock advances by `1 / rows_per_s` per row, see [`run`]).
+    pub fn apply(self, config: &CascadeConfig, rows: usize, rows_per_s: f64) -> CascadeConfig {
         let mut config = config.clone();
         let chaos = |mode: &str, rate: f64| {
             Some(ChaosConfig {
                 mode: mode.into(),
                 rate,
                 seed: 7,
+                from_s: None,
+                until_s: None,
+                latency_ms: None,
+                params: Default::default(),
             })
         };
+        let replay_s = rows as f64 / rows_per_s;
         if let Some(primary) = config.tiers.first_mut() {
             primary.chaos = match self {
-                Self::Normal => primary.chaos.take(),
+                Self::Normal | Self::Repeat | Self::Shift | Self::ShiftNoGuard => {
+                    primary.chaos.take()
+                }
                 Self::PrimaryDown => chaos("trap", 1.0),
                 Self::PrimarySlow => chaos("sleep", 1.0),
                 Self::PrimaryGarbage => chaos("nan", 1.0),
                 Self::FaultMix => chaos("trap", 0.2),
-                Self::Shift | Self::ShiftNoGuard => primary.chaos.take(),
+                Self::PrimaryFlapping => chaos("trap", 1.0).map(|c| ChaosConfig {
+                    from_s: Some(0.1 * replay_s),
+                    until_s: Some(0.3 * replay_s),
+                    ..c
+                }),
+                Self::PrimaryHeavyTail | Self::PrimaryHeavyTailHedged => {
+                    chaos(crate::policy::chaos::LATENCY_MODE, HEAVY_TAIL_RATE).map(|c| {
+                        ChaosConfig {
+                            latency_ms: Some(HEAVY_TAIL_MS),
+                            ..c
+                        }
+                    })
+                }
             };
+            match self {
+                Self::PrimaryHeavyTail => primary.hedge = None,
+                Self::PrimaryHeavyTailHedged if primary.hedge.is_none() => {
+                    primary.hedge = Some(HedgeConfig {
+                        after_ms: Some(DEFAULT_SCENARIO_HEDGE_MS),
+                        ..HedgeConfig::default()
+                    });
+                }
+                _ => {}
+            }
+        }
+        match self {
+            Self::Repeat if config.cache.is_none() => {
+                config.cache = Some(crate::config::CacheConfig::default());
+            }
+            // Replayed rows must reach the tiers, not the cache.
+            Self::PrimaryFlapping => config.cache = None,
+            _ => {}
         }
         if self == Self::ShiftNoGuard {
             for tier in &mut config.tiers {
@@ -228,12 +318,34 @@ pub struct Quality {
 /// Latency of one tier's calls.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
-    /// Calls made (skipped turns excluded).
+    /// Calls made (skipped turns excluded; hedged and cancelled calls included).
     pub calls: usize,
     /// Median call time, in microseconds.
     pub p50_us: u64,
     /// 99th percentile call time, in microseconds.
     pub p99_us: u64,
+}
+
+/// Latency of whole requests (cache lookups, every tier, hedges).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequestLatency {
+    /// Median, in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile, in microseconds.
+    pub p99_us: u64,
+    /// 99.9th percentile, in microseconds.
+    pub p999_us: u64,
+    /// Slowest request, in microseconds.
+    pub max_us: u64,
+}
+
+/// The value at quantile `q` of sorted `values` (the lower of the two neighbours: with n
+/// values, p99 is the value at index floor((n - 1) * 0.99)).
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q) as usize]
 }
 
 /// The report of one run.
@@ -255,6 +367,14 @@ pub struct RunReport {
     pub served_by: BTreeMap<String, Quality>,
     /// Per tier: latency of its calls.
     pub latency: BTreeMap<String, Latency>,
+    /// Latency of whole requests.
+    pub request_latency: RequestLatency,
+    /// Tier calls made in all (hedges and cancelled calls included).
+    pub tier_calls: usize,
+    /// Hedges started.
+    pub hedges: usize,
+    /// Requests answered from the prediction cache.
+    pub cache_hits: usize,
     /// Fallbacks by `tier:reason`.
     pub fallbacks: BTreeMap<String, usize>,
     /// On shifted rows only (shift scenarios): accuracy on the answered ones, share answered,
@@ -278,17 +398,34 @@ pub struct ShiftedQuality {
     pub errors: usize,
 }
 
-/// Replays `rows` through `cascade` and summarizes.
+/// Default replay rate: each row stands for 10 ms of traffic on the cascade's clock, so time
+/// windows (breaker open periods, chaos windows) mean the same in a replay and in production
+/// at 100 requests per second.
+pub const DEFAULT_ROWS_PER_S: f64 = 100.0;
+
+/// A cascade loaded for a replay: fresh policy state on a clock the replay moves.
+pub struct ReplayCascade {
+    /// The cascade.
+    pub cascade: Cascade,
+    clock: std::sync::Arc<ManualClock>,
+    step: Duration,
+}
+
+/// Replays `rows` through a cascade one at a time and summarizes. The cascade's clock
+/// advances by `1 / rows_per_s` per row (see [`load`]), so time-based policies (breaker
+/// windows and open periods, chaos windows) see the replay as traffic at that rate whatever
+/// the machine's speed.
 pub async fn run(
     name: &str,
-    cascade: &Cascade,
+    replay: &ReplayCascade,
     rows: &[LabeledRow],
     positive_label: &str,
     mut progress: impl FnMut(),
 ) -> (RunReport, Vec<Answer>) {
     let mut answers = Vec::with_capacity(rows.len());
     for row in rows {
-        answers.push(cascade.predict(&row.request).await);
+        answers.push(replay.cascade.predict(&row.request).await);
+        replay.clock.advance(replay.step);
         progress();
     }
     (summarize(name, rows, &answers, positive_label), answers)
@@ -313,6 +450,13 @@ pub fn summarize(
         .and_then(|a| a.trail.first())
         .map(|e| e.tier.clone());
     let mut shifted = (0usize, 0usize, 0usize, 0usize); // rows, answered, correct, by primary
+    let mut request_us: Vec<u64> = answers.iter().map(|a| a.elapsed_us).collect();
+    request_us.sort_unstable();
+    let (mut tier_calls, mut hedges) = (0usize, 0usize);
+    let cache_hits = answers
+        .iter()
+        .filter(|a| a.cache == Some(crate::policy::cache::CacheStatus::Hit))
+        .count();
     for (row, answer) in rows.iter().zip(answers) {
         if row.request.id.ends_with(SHIFTED) {
             shifted.0 += 1;
@@ -324,7 +468,9 @@ pub fn summarize(
         }
         degraded += usize::from(answer.degraded);
         for entry in &answer.trail {
+            hedges += usize::from(entry.hedged);
             if entry.step != Step::Skipped {
+                tier_calls += 1;
                 calls
                     .entry(entry.tier.clone())
                     .or_default()
@@ -362,15 +508,15 @@ pub fn summarize(
         .collect();
     let latency = calls
         .into_iter()
-        .map(|(tier, mut d)| {
-            d.sort();
-            let pick = |q: f64| d[((d.len() - 1) as f64 * q) as usize].as_micros() as u64;
+        .map(|(tier, d)| {
+            let mut us: Vec<u64> = d.iter().map(|d| d.as_micros() as u64).collect();
+            us.sort_unstable();
             (
                 tier,
                 Latency {
-                    calls: d.len(),
-                    p50_us: pick(0.5),
-                    p99_us: pick(0.99),
+                    calls: us.len(),
+                    p50_us: quantile(&us, 0.5),
+                    p99_us: quantile(&us, 0.99),
                 },
             )
         })
@@ -384,6 +530,15 @@ pub fn summarize(
         abstentions,
         served_by,
         latency,
+        request_latency: RequestLatency {
+            p50_us: quantile(&request_us, 0.5),
+            p99_us: quantile(&request_us, 0.99),
+            p999_us: quantile(&request_us, 0.999),
+            max_us: request_us.last().copied().unwrap_or(0),
+        },
+        tier_calls,
+        hedges,
+        cache_hits,
         fallbacks,
         shifted: (shifted.0 > 0).then(|| ShiftedQuality {
             rows: shifted.0,
@@ -429,8 +584,11 @@ pub fn single_tier_configs(config: &CascadeConfig) -> Vec<(String, CascadeConfig
             tier.min_confidence = 0.0;
             tier.chaos = None;
             tier.ood = None;
+            tier.breaker = None;
+            tier.hedge = None;
             alone.tiers = vec![tier.clone()];
             alone.cascade.audit_log = None;
+            alone.cache = None;
             alone.safe_default.abstain = Some(format!("{} did not answer", tier.name));
             (format!("{} alone", tier.name), alone)
         })
@@ -512,17 +670,38 @@ pub fn scored(rows: &[LabeledRow], answers: &[Answer]) -> Vec<(f64, bool)> {
         .collect()
 }
 
-/// Loads a scenario's cascade on `engine` (no audit file: eval must not write production logs).
-pub async fn load(engine: &TierEngine, config: &CascadeConfig) -> Result<Cascade, String> {
+/// Loads a scenario's cascade on `engine` for a replay at [`DEFAULT_ROWS_PER_S`].
+pub async fn load(engine: &TierEngine, config: &CascadeConfig) -> Result<ReplayCascade, String> {
+    load_at(engine, config, DEFAULT_ROWS_PER_S).await
+}
+
+/// Loads a scenario's cascade on `engine` with fresh policy state, for a replay at
+/// `rows_per_s` (no audit file: eval must not write production logs).
+pub async fn load_at(
+    engine: &TierEngine,
+    config: &CascadeConfig,
+    rows_per_s: f64,
+) -> Result<ReplayCascade, String> {
+    if !(rows_per_s.is_finite() && rows_per_s > 0.0) {
+        return Err(format!(
+            "the replay rate must be > 0 rows/s, got {rows_per_s}"
+        ));
+    }
     let mut config = config.clone();
     config.cascade.audit_log = None;
-    let cascade = Cascade::with_engine(engine.clone(), &config)
+    let clock = std::sync::Arc::new(ManualClock::new());
+    let memory = PolicyMemory::new(clock.clone());
+    let cascade = Cascade::with_memory(engine.clone(), &config, &memory)
         .await
         .map_err(|e| e.to_string())?;
     if let Some((tier, error)) = cascade.load_errors().first() {
         return Err(format!("tier \"{tier}\": {error}"));
     }
-    Ok(cascade)
+    Ok(ReplayCascade {
+        cascade,
+        clock,
+        step: Duration::from_secs_f64(1.0 / rows_per_s),
+    })
 }
 
 fn pct(x: f64) -> String {
@@ -584,6 +763,30 @@ pub fn markdown(runs: &[RunReport], tiers: &[String]) -> String {
             }
         }
     }
+    out.push_str("\nRequest latency (µs) and tier calls (hedges and cancelled calls included):\n\n| run | p50 | p99 | p99.9 | max | tier calls |");
+    for tier in tiers {
+        out.push_str(&format!(" {tier} calls |"));
+    }
+    out.push_str(" hedges | cache hits |\n|---|---:|---:|---:|---:|---:|");
+    for _ in tiers {
+        out.push_str("---:|");
+    }
+    out.push_str("---:|---:|\n");
+    for run in runs {
+        let l = &run.request_latency;
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |",
+            run.name, l.p50_us, l.p99_us, l.p999_us, l.max_us, run.tier_calls
+        ));
+        for tier in tiers {
+            let calls = run.latency.get(tier).map_or(0, |l| l.calls);
+            out.push_str(&format!(" {calls} |"));
+        }
+        out.push_str(&format!(" {} | {} |\n", run.hedges, run.cache_hits));
+    }
+    if let Some(line) = hedging_comparison(runs) {
+        out.push_str(&format!("\n{line}\n"));
+    }
     out.push_str("\nTier call latency (p50 / p99, µs):\n\n| run |");
     for tier in tiers {
         out.push_str(&format!(" {tier} |"));
@@ -604,6 +807,28 @@ pub fn markdown(runs: &[RunReport], tiers: &[String]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The heavy-tail runs side by side: request p99.9 without and with hedging, and the extra
+/// tier calls hedging cost.
+pub fn hedging_comparison(runs: &[RunReport]) -> Option<String> {
+    let find = |s: Scenario| runs.iter().find(|r| r.name == s.name());
+    let plain = find(Scenario::PrimaryHeavyTail)?;
+    let hedged = find(Scenario::PrimaryHeavyTailHedged)?;
+    let (a, b) = (
+        plain.request_latency.p999_us,
+        hedged.request_latency.p999_us,
+    );
+    let extra = hedged.tier_calls as f64 / plain.tier_calls.max(1) as f64 - 1.0;
+    Some(format!(
+        "Hedging on the heavy tail: request p99.9 {a} µs without, {b} µs with ({:.1}x lower); \
+         tier calls {} vs {} ({:+.1}%), {} hedges.",
+        a as f64 / b.max(1) as f64,
+        plain.tier_calls,
+        hedged.tier_calls,
+        extra * 100.0,
+        hedged.hedges
+    ))
 }
 
 #[cfg(test)]

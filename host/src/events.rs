@@ -111,7 +111,12 @@ impl AuditLog {
         Ok(())
     }
 
-    fn write(&self, events: &[FallbackEvent<'_>]) {
+    /// Appends one JSON line (breaker transitions and other policy events).
+    pub fn write_record<T: Serialize>(&self, record: &T) {
+        self.write(std::slice::from_ref(record));
+    }
+
+    fn write<T: Serialize>(&self, events: &[T]) {
         let Ok(mut file) = self.file.lock() else {
             return;
         };
@@ -133,6 +138,11 @@ impl AuditLog {
             tracing::error!(path = %self.path.display(), %error, "cannot write the audit log");
         }
     }
+}
+
+/// The current time in RFC 3339 with milliseconds, as written in audit lines.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 /// Emits the fallback events of one answered request.
@@ -160,7 +170,7 @@ pub fn emit_fallbacks(cascade: &str, answer: &Answer, audit: Option<&AuditLog>) 
         );
         if audit.is_some() {
             events.push(FallbackEvent {
-                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                time: now_rfc3339(),
                 cascade,
                 request_id: &answer.request_id,
                 from_tier: &entry.tier,

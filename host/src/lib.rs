@@ -6,10 +6,13 @@
 //! Where things live:
 //! - [`config`]: the TOML cascade config (plain data) and its validation;
 //! - [`limits`]: per-tier and engine-wide sandbox limits, the memory limiter;
+//! - [`guest`]: the guest's world (generated bindings, store data, host imports, WASI, request
+//!   lowering, fault classification); nothing above it sees a generated WIT type;
 //! - [`engine`]: the wasmtime engine, epoch ticker, linker and compile cache;
 //! - [`plugin`]: loading, hashing, compiling and describing a component;
-//! - [`sandbox`]: one call in its sandbox and the classification of its faults;
-//! - [`acceptance`]: checks an answer must pass to be served;
+//! - [`sandbox`]: one call in its sandbox (fresh or warm instance, limits, timeout);
+//! - [`policy`]: every trigger, one module each: budget, circuit breaker, OOD guard, bulkhead,
+//!   chaos, acceptance, min confidence, hedging, the prediction cache, and the state they keep;
 //! - [`cascade`]: the walk down the tiers; [`answer`]: what the caller gets back;
 //! - [`reason`]: every fallback reason; [`events`]: fallback log events and the audit file;
 //! - [`service`]: a cascade as a long-lived service (hot swap, bulkhead); [`server`]: HTTP;
@@ -17,7 +20,6 @@
 //! - [`eval`]: replay labeled data through a cascade under fault scenarios; [`plots`]: its SVGs.
 #![deny(missing_docs)]
 
-pub mod acceptance;
 pub mod alerts;
 pub mod answer;
 pub mod builtin;
@@ -27,11 +29,12 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod events;
+pub mod guest;
 pub mod limits;
 pub mod metrics;
-pub mod ood;
 pub mod plots;
 pub mod plugin;
+pub mod policy;
 pub mod reason;
 pub mod request;
 pub mod sandbox;

@@ -191,12 +191,12 @@ async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
         let cascade = eval::load(&engine, &alone)
             .await
             .map_err(anyhow::Error::msg)?;
-        let kind = cascade.tiers()[0]
+        let kind = cascade.cascade.tiers()[0]
             .sandbox
             .as_ref()
             .map(|s| s.plugin().info().kind)
-            .unwrap_or("other");
-        if kind != "model" {
+            .unwrap_or(tierhost::guest::TierKind::Other);
+        if kind != tierhost::guest::TierKind::Model {
             println!("# tier \"{}\" ({kind}): not a model, left as is", tier.name);
             continue;
         }
@@ -257,7 +257,8 @@ struct EvalArgs {
     #[command(flatten)]
     input: LabeledData,
     /// Scenario to run (repeatable): normal, primary-down, primary-slow, primary-garbage,
-    /// fault-mix, shift, shift-no-guard. Default: all.
+    /// fault-mix, primary-flapping, primary-heavy-tail, primary-heavy-tail-hedged, repeat,
+    /// shift, shift-no-guard. Default: all.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// The positive class (for AUC). Default: what `1` maps to.
@@ -269,6 +270,10 @@ struct EvalArgs {
     /// Print the summary as one JSON document on stdout.
     #[arg(long)]
     json: bool,
+    /// Request rate the replay stands for: the cascade's clock (breaker windows and open
+    /// times, chaos windows) advances by 1/RATE seconds per row.
+    #[arg(long, default_value_t = tierhost::eval::DEFAULT_ROWS_PER_S)]
+    rate: f64,
 }
 
 #[derive(clap::Args)]
@@ -300,18 +305,29 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
             .map_err(anyhow::Error::msg)?
     };
     let engine = tierhost::TierEngine::new(&config.engine, &config.base_dir)?;
-    let shifted_rows = eval::shifted(&rows);
-    let mut runs: Vec<(String, CascadeConfig, bool)> = scenarios
+    anyhow::ensure!(
+        args.rate.is_finite() && args.rate > 0.0,
+        "--rate must be a number of rows per second > 0"
+    );
+    let mut runs: Vec<(String, CascadeConfig, Vec<eval::LabeledRow>)> = scenarios
         .iter()
-        .map(|s| (s.name().to_string(), s.apply(&config), s.shifts_rows()))
+        .map(|s| {
+            let replay = s.rows(&rows);
+            (
+                s.name().to_string(),
+                s.apply(&config, replay.len(), args.rate),
+                replay,
+            )
+        })
         .collect();
     runs.extend(
         eval::single_tier_configs(&config)
             .into_iter()
-            .map(|(n, c)| (n, c, false)),
+            .map(|(n, c)| (n, c, rows.clone())),
     );
 
-    let bar = indicatif::ProgressBar::new((rows.len() * runs.len()) as u64);
+    let total: usize = runs.iter().map(|(_, _, replay)| replay.len()).sum();
+    let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{msg:>24} [{bar:40}] {pos}/{len} rows, {eta} left",
@@ -321,12 +337,11 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
     let mut reports = Vec::new();
     let primary_alone_name = config.tiers.first().map(|t| format!("{} alone", t.name));
     let mut primary_alone = None;
-    for (name, run_config, shift) in &runs {
+    for (name, run_config, replay) in &runs {
         bar.set_message(name.clone());
-        let cascade = eval::load(&engine, run_config)
+        let cascade = eval::load_at(&engine, run_config, args.rate)
             .await
             .map_err(anyhow::Error::msg)?;
-        let replay = if *shift { &shifted_rows } else { &rows };
         let (report, answers) = eval::run(name, &cascade, replay, &positive, || bar.inc(1)).await;
         if primary_alone.is_none() && Some(name.as_str()) == primary_alone_name.as_deref() {
             primary_alone = Some(eval::scored(&rows, &answers));
@@ -358,6 +373,7 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         "config": args.input.config,
         "data": args.input.data,
         "rows": rows.len(),
+        "rows_per_s": args.rate,
         "positive_label": positive,
         "runs": reports,
         "primary_coverage_curve": curve,
@@ -366,10 +382,11 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
         let heading = format!(
-            "# tierhost eval: {} on {} ({} rows)\n\nAccuracy is on answered requests; coverage is the share not abstained; fallback rate is the share not served by the first tier. \"X alone\" runs the tier by itself, without a confidence threshold.\n\n",
+            "# tierhost eval: {} on {} ({} rows, replayed as {} requests/s)\n\nAccuracy is on answered requests; coverage is the share not abstained; fallback rate is the share not served by the first tier. \"X alone\" runs the tier by itself, without a confidence threshold, breaker or hedging. `repeat` replays every row twice.\n\n",
             args.input.config.display(),
             args.input.data.display(),
-            rows.len()
+            rows.len(),
+            args.rate
         );
         std::fs::write(dir.join("summary.md"), format!("{heading}{summary}"))?;
         std::fs::write(

@@ -7,6 +7,8 @@ use prometheus::{
 };
 
 use crate::answer::{Answer, Step};
+use crate::policy::breaker::BreakerState;
+use crate::policy::memory::PolicyObserver;
 
 /// Latency buckets, in seconds: 25 us .. 1 s (tiers run in microseconds to tens of ms).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -31,6 +33,10 @@ pub struct Metrics {
     alert_firing: IntGaugeVec,
     fallback_rate: GaugeVec,
     tier_info: IntGaugeVec,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
+    hedged: IntCounterVec,
+    cache: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -157,6 +163,46 @@ impl Metrics {
                     &["tier", "plugin", "version", "sha256"],
                 )?,
             ),
+            breaker_state: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tierhost_breaker_state",
+                        "Circuit breaker state per tier: 0 closed, 1 half-open, 2 open.",
+                    ),
+                    &["tier"],
+                )?,
+            ),
+            breaker_transitions: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tierhost_breaker_transitions_total",
+                        "Circuit breaker state changes, by tier and states.",
+                    ),
+                    &["tier", "from", "to"],
+                )?,
+            ),
+            hedged: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tierhost_hedged_calls_total",
+                        "Hedges started because the tier was slow (label: the slow tier).",
+                    ),
+                    &["tier"],
+                )?,
+            ),
+            cache: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tierhost_cache_requests_total",
+                        "Prediction cache lookups by outcome (hit, miss, bypass).",
+                    ),
+                    &["outcome"],
+                )?,
+            ),
             registry: r,
         })
     }
@@ -170,6 +216,16 @@ impl Metrics {
             self.degraded.inc();
         }
         self.request_latency.observe(answer.elapsed_us as f64 / 1e6);
+        if let Some(status) = answer.cache {
+            self.cache.with_label_values(&[status.name()]).inc();
+        }
+        for pair in answer.trail.windows(2) {
+            if pair[1].hedged {
+                self.hedged
+                    .with_label_values(&[pair[0].tier.as_str()])
+                    .inc();
+            }
+        }
         for entry in &answer.trail {
             if entry.step != Step::Skipped {
                 self.tier_latency
@@ -222,11 +278,27 @@ impl Metrics {
         }
     }
 
+    /// Current breaker state of a tier.
+    pub fn breaker_state(&self, tier: &str, state: BreakerState) {
+        self.breaker_state
+            .with_label_values(&[tier])
+            .set(state.gauge());
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail on I/O; a metric-family error would be a bug here.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl PolicyObserver for Metrics {
+    fn breaker_transition(&self, tier: &str, from: BreakerState, to: BreakerState) {
+        self.breaker_transitions
+            .with_label_values(&[tier, from.name(), to.name()])
+            .inc();
+        self.breaker_state(tier, to);
     }
 }

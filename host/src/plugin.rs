@@ -11,9 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::TierEngine;
 use crate::error::LoadError;
-use crate::sandbox::bindings::TierPre;
-use crate::sandbox::bindings::tierhost::tier::types::TierKind;
-use crate::sandbox::{Sandbox, TierState};
+use crate::guest::{self, TierKind, TierPre};
 
 /// Deadline for `describe` at load time: generous, since it runs once and off the request path.
 const DESCRIBE_DEADLINE: Duration = Duration::from_millis(500);
@@ -27,8 +25,8 @@ pub struct PluginInfo {
     pub name: String,
     /// Implementation version from `describe`.
     pub version: String,
-    /// `model`, `rules`, `safe-default` or `other`.
-    pub kind: &'static str,
+    /// What the tier says it is.
+    pub kind: TierKind,
     /// sha256 of the `.wasm` bytes, hex.
     pub sha256: String,
     /// Where the plugin was loaded from (`builtin:<name>` or a path).
@@ -39,7 +37,7 @@ pub struct PluginInfo {
 #[derive(Clone)]
 pub struct Plugin {
     engine: TierEngine,
-    pre: TierPre<TierState>,
+    pre: TierPre,
     info: Arc<PluginInfo>,
 }
 
@@ -68,20 +66,14 @@ impl Plugin {
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre =
             TierPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let mut plugin = Self {
-            engine: engine.clone(),
-            pre,
-            info: Arc::new(PluginInfo {
-                name: String::new(),
-                version: String::new(),
-                kind: "other",
-                sha256,
-                source: source.to_string(),
-            }),
-        };
-        let description = Sandbox::describe_fresh(&plugin, DESCRIBE_DEADLINE)
-            .await
-            .map_err(|reason| LoadError::Describe(reason.to_string()))?;
+        let description = guest::describe(
+            engine.engine(),
+            &pre,
+            DESCRIBE_DEADLINE,
+            engine.deadline_ticks(DESCRIBE_DEADLINE),
+        )
+        .await
+        .map_err(|reason| LoadError::Describe(reason.to_string()))?;
         for (what, value) in [
             ("name", &description.name),
             ("version", &description.version),
@@ -93,16 +85,17 @@ impl Plugin {
                 )));
             }
         }
-        let info = Arc::make_mut(&mut plugin.info);
-        info.name = description.name;
-        info.version = description.version;
-        info.kind = match description.kind {
-            TierKind::Model => "model",
-            TierKind::Rules => "rules",
-            TierKind::SafeDefault => "safe-default",
-            TierKind::Other => "other",
-        };
-        Ok(plugin)
+        Ok(Self {
+            engine: engine.clone(),
+            pre,
+            info: Arc::new(PluginInfo {
+                name: description.name,
+                version: description.version,
+                kind: description.kind,
+                sha256,
+                source: source.to_string(),
+            }),
+        })
     }
 
     /// Identity and digest.
@@ -115,7 +108,7 @@ impl Plugin {
         &self.engine
     }
 
-    pub(crate) fn pre(&self) -> &TierPre<TierState> {
+    pub(crate) fn pre(&self) -> &TierPre {
         &self.pre
     }
 }

@@ -75,6 +75,17 @@ pub enum FallbackReason {
         /// Which capacity ran out.
         detail: String,
     },
+    /// The tier's circuit breaker is open: it was skipped without being called.
+    BreakerOpen {
+        /// Why and for how long.
+        detail: String,
+    },
+    /// The call was still running when a hedged call to the next tiers produced an answer
+    /// first; it was cancelled.
+    Hedged {
+        /// How long it had run, and who answered.
+        detail: String,
+    },
 }
 
 impl FallbackReason {
@@ -94,6 +105,8 @@ impl FallbackReason {
             Self::BudgetExhausted => "budget-exhausted",
             Self::OutOfDistribution { .. } => "out-of-distribution",
             Self::Shed { .. } => "shed",
+            Self::BreakerOpen { .. } => "breaker-open",
+            Self::Hedged { .. } => "hedged",
         }
     }
 
@@ -139,6 +152,8 @@ impl std::fmt::Display for FallbackReason {
             Self::BudgetExhausted => write!(f, "request budget exhausted"),
             Self::OutOfDistribution { detail } => write!(f, "out of distribution: {detail}"),
             Self::Shed { detail } => write!(f, "shed: {detail}"),
+            Self::BreakerOpen { detail } => write!(f, "circuit breaker open: {detail}"),
+            Self::Hedged { detail } => write!(f, "cancelled by a hedged call: {detail}"),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -57,6 +57,7 @@ pub fn router(service: Arc<CascadeService>) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .route("/admin/reload", post(admin_reload))
+        .route("/admin/tiers/{name}/breaker", post(admin_breaker))
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
         .with_state(AppState {
             service,
@@ -130,6 +131,23 @@ struct TierView {
     max_concurrent: usize,
     in_flight: usize,
     alert_firing: bool,
+    /// The tier's policies, in the order they run.
+    policies: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breaker: Option<crate::policy::breaker::BreakerView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hedge: Option<HedgeView>,
+}
+
+#[derive(Serialize)]
+struct HedgeView {
+    /// Calls since this tier version loaded.
+    calls: u64,
+    /// Hedges started.
+    hedged: u64,
+    /// The current hedge delay, in microseconds (absent while a quantile lacks samples).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_us: Option<u64>,
 }
 
 async fn tiers(State(state): State<AppState>) -> Response {
@@ -155,6 +173,16 @@ async fn tiers(State(state): State<AppState>) -> Response {
             max_concurrent: t.config.max_concurrent,
             in_flight: t.in_flight(),
             alert_firing: firing.contains(&t.config.name),
+            policies: t.policies.names(),
+            breaker: t.policies.breaker.as_ref().map(|b| b.view()),
+            hedge: t.policies.hedge.as_ref().map(|h| {
+                let (calls, hedged) = h.counts();
+                HedgeView {
+                    calls,
+                    hedged,
+                    after_us: h.delay().map(|d| d.as_micros() as u64),
+                }
+            }),
         })
         .collect();
     axum::Json(json!({
@@ -204,6 +232,31 @@ async fn admin_reload(State(state): State<AppState>) -> Response {
         StatusCode::UNPROCESSABLE_ENTITY
     };
     (status, axum::Json(report)).into_response()
+}
+
+async fn admin_breaker(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        mode: crate::policy::breaker::BreakerMode,
+    }
+    let body: Body = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"mode\": \"open\" | \"closed\" | \"automatic\"}}: {e}"),
+            );
+        }
+    };
+    match state.service.force_breaker(&name, body.mode) {
+        Ok(s) => axum::Json(json!({ "tier": name, "state": s })).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
 }
 
 /// Runs the service on `listener` until SIGTERM / Ctrl-C, then drains and flushes.

@@ -15,6 +15,8 @@ use crate::cascade::Cascade;
 use crate::config::CascadeConfig;
 use crate::engine::TierEngine;
 use crate::metrics::Metrics;
+use crate::policy::breaker::{BreakerMode, BreakerState};
+use crate::policy::memory::PolicyMemory;
 use crate::reason::FallbackReason;
 use crate::request::Request;
 
@@ -57,7 +59,9 @@ pub struct CascadeService {
     current: ArcSwap<Loaded>,
     reload_lock: tokio::sync::Mutex<()>,
     in_flight: Semaphore,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    /// Policy state kept across reloads (breakers, hedging latency, embedded cache, audit).
+    memory: Arc<PolicyMemory>,
     alerts: FallbackAlerts,
     started: Instant,
 }
@@ -68,14 +72,17 @@ impl CascadeService {
     pub async fn start(config_path: &Path) -> anyhow::Result<Arc<Self>> {
         let config = CascadeConfig::load(config_path)?;
         let engine = TierEngine::new(&config.engine, &config.base_dir)?;
-        let cascade = load_off_request_path(engine.clone(), config.clone()).await?;
+        let metrics = Arc::new(Metrics::new()?);
+        let memory = Arc::new(PolicyMemory::default().with_observer(metrics.clone()));
+        let cascade = load_off_request_path(engine.clone(), config.clone(), memory.clone()).await?;
         for (tier, error) in cascade.load_errors() {
             tracing::error!(tier, %error, "tier failed to load; it will be stepped over (load-failed)");
         }
         let service = Arc::new(Self {
             in_flight: Semaphore::new(config.server.max_in_flight),
             alerts: FallbackAlerts::new(config.alerts.clone()),
-            metrics: Metrics::new()?,
+            metrics,
+            memory,
             engine,
             config_path: config_path.to_path_buf(),
             current: ArcSwap::from_pointee(Loaded {
@@ -165,6 +172,9 @@ impl CascadeService {
         match result {
             Ok((cascade, config)) => {
                 let generation = previous.generation + 1;
+                // Forget the policy state of tiers that are gone or changed; state of the
+                // old generation's tiers stays alive as long as its requests are in flight.
+                self.memory.retain(cascade.memory_keys());
                 self.current.store(Arc::new(Loaded {
                     cascade,
                     config,
@@ -186,9 +196,10 @@ impl CascadeService {
 
     async fn load_candidate(&self) -> Result<(Cascade, CascadeConfig), String> {
         let config = CascadeConfig::load(&self.config_path).map_err(|e| e.to_string())?;
-        let mut cascade = load_off_request_path(self.engine.clone(), config.clone())
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        let cascade =
+            load_off_request_path(self.engine.clone(), config.clone(), self.memory.clone())
+                .await
+                .map_err(|e| format!("{e:#}"))?;
         if let Some((tier, error)) = cascade.load_errors().first() {
             return Err(format!("tier \"{tier}\": {error}"));
         }
@@ -196,7 +207,6 @@ impl CascadeService {
             let samples = read_samples(&config.resolve(path))?;
             cascade.check_samples(&samples).await?;
         }
-        cascade.share_audit_from(&self.current.load().cascade);
         Ok((cascade, config))
     }
 
@@ -237,6 +247,32 @@ impl CascadeService {
             })
             .collect();
         self.metrics.set_tiers(&tiers);
+        for tier in current.cascade.tiers() {
+            if let Some(breaker) = &tier.policies.breaker {
+                self.metrics
+                    .breaker_state(&tier.config.name, breaker.state());
+            }
+        }
+    }
+
+    /// Forces tier `name`'s breaker open or closed, or back to automatic. `Err` when there is
+    /// no such tier or it has no `[tier.breaker]`.
+    pub fn force_breaker(&self, name: &str, mode: BreakerMode) -> Result<BreakerState, String> {
+        let current = self.current.load();
+        let tier = current
+            .cascade
+            .tiers()
+            .iter()
+            .find(|t| t.config.name == name)
+            .ok_or_else(|| format!("no tier named \"{name}\""))?;
+        let breaker = tier
+            .policies
+            .breaker
+            .as_ref()
+            .ok_or_else(|| format!("tier \"{name}\" has no [tier.breaker] section"))?;
+        let state = breaker.force(mode);
+        tracing::warn!(tier = name, mode = ?mode, state = state.name(), "breaker forced by an operator");
+        Ok(state)
     }
 
     /// Re-evaluates the fallback-rate alerts (called every second by the server).
@@ -280,6 +316,7 @@ const LOADER_NICE: i32 = 10;
 async fn load_off_request_path(
     engine: TierEngine,
     config: CascadeConfig,
+    memory: Arc<PolicyMemory>,
 ) -> anyhow::Result<Cascade> {
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -289,7 +326,7 @@ async fn load_off_request_path(
             // On Linux the nice value is per thread; failure only means normal priority.
             #[cfg(target_os = "linux")]
             let _ = rustix::process::setpriority_process(None, LOADER_NICE);
-            let _ = tx.send(handle.block_on(Cascade::with_engine(engine, &config)));
+            let _ = tx.send(handle.block_on(Cascade::with_memory(engine, &config, &memory)));
         })?;
     Ok(rx
         .await

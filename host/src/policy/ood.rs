@@ -7,10 +7,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::{CallContext, Ticket, TierPolicy};
+use crate::reason::FallbackReason;
 use crate::request::{FeatureValue, Request};
 
 /// `[tier.ood]`: how a tier's inputs are checked.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OodConfig {
     /// Feature statistics file (relative to the config).
@@ -135,6 +137,18 @@ impl OodGuard {
             }
         }
         Ok(())
+    }
+}
+
+impl TierPolicy for OodGuard {
+    fn name(&self) -> &'static str {
+        "ood"
+    }
+
+    fn admit(&self, ctx: &CallContext<'_>) -> Result<Ticket, FallbackReason> {
+        self.check(ctx.request)
+            .map(|()| Ticket::none())
+            .map_err(|detail| FallbackReason::OutOfDistribution { detail })
     }
 }
 

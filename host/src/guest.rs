@@ -1,0 +1,490 @@
+//! The guest's world: everything that knows the generated `tierhost:tier` bindings. The
+//! store data of one call ([`CallState`]), the host imports (`log`, `params`, `model`), the
+//! capability-free WASI context, the linker, the lowering of a request into its WIT form, the
+//! lifting of a tier's answer into host types, and the mapping of a failed call to its
+//! [`FallbackReason`].
+//!
+//! The engine, plugin loading and the sandbox depend on this module; nothing above them sees a
+//! generated WIT type: the rest of the host works with [`Prediction`] and [`Request`].
+//!
+//! What a tier can reach: nothing. WASI is linked because every `wasm32-wasip2` guest imports
+//! it, but with no preopened directories, no environment, no arguments, no sockets (TCP, UDP
+//! and name lookup disabled), stdin closed, stdout discarded and stderr captured up to
+//! [`STDERR_CAPTURE_BYTES`] (so a panic message reaches the trail). Clocks are frozen at zero
+//! (a tier cannot time anything, so it cannot behave differently under load or leak timing),
+//! and randomness is a ChaCha generator seeded from the tier name and request id (a replay
+//! of the same request gives the same answer).
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
+
+use crate::config::ParamValue;
+use crate::limits::{MemoryLimitHit, TierLimiter, TierLimits};
+use crate::reason::FallbackReason;
+use crate::request::{FeatureValue, Request};
+
+/// Generated bindings of the `tierhost:tier/tier` world (documented in `wit/tier.wit`).
+#[allow(missing_docs)]
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "tier",
+        path: "../wit",
+        exports: { default: async },
+    });
+}
+
+use bindings::tierhost::tier::{host as wit_host, types as wit};
+
+/// A tier's parameters in the form `params` returns them (built once per tier, shared by its calls).
+#[derive(Clone, Default)]
+pub struct Params(Arc<Vec<wit_host::Param>>);
+
+impl Params {
+    /// Lowers flattened config parameters.
+    pub fn new(params: &[(String, ParamValue)]) -> Self {
+        Self(Arc::new(
+            params
+                .iter()
+                .map(|(name, value)| wit_host::Param {
+                    name: name.clone(),
+                    value: match value {
+                        ParamValue::Bool(b) => wit::Value::Boolean(*b),
+                        ParamValue::Integer(i) => wit::Value::Integer(*i),
+                        ParamValue::Float(x) => wit::Value::Float(*x),
+                        ParamValue::Text(s) => wit::Value::Text(s.clone()),
+                    },
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// A compiled tier pre-instantiated against the host's linker.
+pub type TierPre = bindings::TierPre<CallState>;
+/// An instantiated tier.
+pub type TierInstance = bindings::Tier;
+
+/// Bytes of a tier's stderr kept per call (enough for a panic message and its location).
+pub const STDERR_CAPTURE_BYTES: usize = 4096;
+/// Largest random buffer a tier may ask for in one call.
+const MAX_RANDOM_BYTES: u64 = 64 * 1024;
+
+/// The data of one tier call's store (reused across calls only for `instances = "reuse"`).
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: TierLimiter,
+    stderr: MemoryOutputPipe,
+    params: Params,
+    model: Arc<[u8]>,
+    tier: Arc<str>,
+    request_id: String,
+    log_budget: u64,
+    log_bytes: u64,
+    logs_dropped: u64,
+    /// Wall-clock instant the current call must stop at.
+    deadline_at: Instant,
+    /// Epoch ticks to wait before checking `deadline_at` again.
+    recheck_ticks: u64,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for CallState {}
+
+impl wit_host::Host for CallState {
+    fn log(&mut self, level: wit_host::LogLevel, message: String) {
+        let len = message.len() as u64;
+        if self.log_bytes + len > self.log_budget {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_bytes += len;
+        let (tier, request_id) = (&*self.tier, self.request_id.as_str());
+        match level {
+            wit_host::LogLevel::Debug => {
+                tracing::debug!(target: "tierhost::tier", tier, request_id, "{message}")
+            }
+            wit_host::LogLevel::Info => {
+                tracing::info!(target: "tierhost::tier", tier, request_id, "{message}")
+            }
+            wit_host::LogLevel::Warn => {
+                tracing::warn!(target: "tierhost::tier", tier, request_id, "{message}")
+            }
+            wit_host::LogLevel::Error => {
+                tracing::error!(target: "tierhost::tier", tier, request_id, "{message}")
+            }
+        }
+    }
+
+    fn params(&mut self) -> Vec<wit_host::Param> {
+        self.params.0.as_ref().clone()
+    }
+
+    fn model(&mut self) -> Vec<u8> {
+        self.model.to_vec()
+    }
+}
+
+/// Links the host imports and capability-free WASI into the linker.
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    bindings::Tier::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    Ok(())
+}
+
+/// Clocks frozen at zero: tiers see the UNIX epoch and a monotonic clock that never moves.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+fn wasi_ctx(seed: u64, stderr: MemoryOutputPipe) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .stderr(stderr)
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .secure_random(StdRng::seed_from_u64(seed))
+        .insecure_random(StdRng::seed_from_u64(seed.rotate_left(17)))
+        .insecure_random_seed(u128::from(seed))
+        .max_random_size(MAX_RANDOM_BYTES)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+/// What a tier returned, lifted into host types (before the host's acceptance checks).
+#[derive(Debug, Clone)]
+pub enum TierAnswer {
+    /// An answer.
+    Answer(Prediction),
+    /// An abstention with the tier's reason.
+    Abstain(String),
+}
+
+/// A tier's answer in host form.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Prediction {
+    /// The decided class or action.
+    pub label: String,
+    /// The raw score behind the label.
+    pub score: f64,
+    /// How sure the tier is, in [0, 1] (checked by the host).
+    pub confidence: f64,
+    /// Short explanations.
+    pub reasons: Vec<String>,
+}
+
+impl From<wit::Prediction> for Prediction {
+    fn from(p: wit::Prediction) -> Self {
+        Self {
+            label: p.label,
+            score: p.score,
+            confidence: p.confidence,
+            reasons: p.reasons,
+        }
+    }
+}
+
+/// What a tier says about itself (`describe`), in host form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TierKind {
+    /// A trained model or a wrapper around one.
+    Model,
+    /// Hand-written rules.
+    Rules,
+    /// A constant or near-constant safe answer.
+    SafeDefault,
+    /// Anything else.
+    Other,
+}
+
+impl std::fmt::Display for TierKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Model => "model",
+            Self::Rules => "rules",
+            Self::SafeDefault => "safe-default",
+            Self::Other => "other",
+        })
+    }
+}
+
+/// Name, version and kind reported by a tier's `describe`.
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// Implementation name.
+    pub name: String,
+    /// Implementation version.
+    pub version: String,
+    /// What the tier does.
+    pub kind: TierKind,
+}
+
+/// The store settings of one tier: its limits, params and model grant.
+pub struct StoreSetup<'a> {
+    /// Tier name (seeds randomness, tags log lines).
+    pub tier: &'a Arc<str>,
+    /// Per-call limits.
+    pub limits: &'a TierLimits,
+    /// Parameters returned by `params`.
+    pub params: &'a Params,
+    /// Bytes returned by `model`.
+    pub model: &'a Arc<[u8]>,
+}
+
+/// A new store for one tier call (or a warm instance), with the tier's memory limiter and the
+/// wall-clock deadline check on epoch ticks.
+pub fn new_store(engine: &Engine, setup: &StoreSetup<'_>, request_id: &str) -> Store<CallState> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&**setup.tier, request_id).hash(&mut hasher);
+    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+    let state = CallState {
+        wasi: wasi_ctx(hasher.finish(), stderr.clone()),
+        table: ResourceTable::new(),
+        limiter: TierLimiter::new(setup.limits.max_memory_bytes()),
+        stderr,
+        params: setup.params.clone(),
+        model: setup.model.clone(),
+        tier: setup.tier.clone(),
+        request_id: request_id.to_string(),
+        log_budget: setup.limits.max_log_bytes,
+        log_bytes: 0,
+        logs_dropped: 0,
+        deadline_at: Instant::now(),
+        recheck_ticks: 1,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // Epoch ticks only say "time to look at the clock": the deadline itself is a wall-clock
+    // instant, so a late or bursty ticker can make a cut-off late by a tick, never early.
+    // Between checks the call yields to the async runtime, so a guest that computes for a long
+    // time never holds a worker thread (or a hedged call racing it in the same task) hostage.
+    store.epoch_deadline_callback(|ctx| {
+        let data = ctx.data();
+        if Instant::now() >= data.deadline_at {
+            Err(wasmtime::Error::new(Trap::Interrupt))
+        } else {
+            Ok(UpdateDeadline::Yield(data.recheck_ticks))
+        }
+    });
+    store
+}
+
+/// Prepares a store for its next call: resets per-call counters, sets the fuel and the
+/// wall-clock deadline.
+pub fn arm(
+    store: &mut Store<CallState>,
+    limits: &TierLimits,
+    deadline: Duration,
+    deadline_ticks: u64,
+    request_id: &str,
+) {
+    let data = store.data_mut();
+    data.request_id.clear();
+    data.request_id.push_str(request_id);
+    data.log_bytes = 0;
+    data.logs_dropped = 0;
+    data.limiter.hit = None;
+    data.deadline_at = Instant::now() + deadline;
+    data.recheck_ticks = 1;
+    // Only fails when fuel is disabled, which the engine never does.
+    let _ = store.set_fuel(limits.fuel);
+    store.set_epoch_deadline(deadline_ticks);
+}
+
+/// Log lines the current call wrote past its budget.
+pub fn logs_dropped(store: &Store<CallState>) -> u64 {
+    store.data().logs_dropped
+}
+
+/// Calls `predict` on an instance and lifts the result.
+pub async fn call_predict(
+    instance: &TierInstance,
+    store: &mut Store<CallState>,
+    request: &TierRequest,
+) -> wasmtime::Result<Result<TierAnswer, FallbackReason>> {
+    Ok(match instance.call_predict(store, request).await? {
+        Ok(wit::Outcome::Answer(p)) => Ok(TierAnswer::Answer(p.into())),
+        Ok(wit::Outcome::Abstain(reason)) => Ok(TierAnswer::Abstain(reason)),
+        Err(e) => Err(tier_error(e)),
+    })
+}
+
+/// Calls `describe` on a fresh instance of `pre` with default limits (used when loading a
+/// plugin, off the request path).
+pub async fn describe(
+    engine: &Engine,
+    pre: &TierPre,
+    deadline: Duration,
+    deadline_ticks: u64,
+) -> Result<Description, FallbackReason> {
+    let limits = TierLimits::default();
+    let tier: Arc<str> = Arc::from("describe");
+    let setup = StoreSetup {
+        tier: &tier,
+        limits: &limits,
+        params: &Params::default(),
+        model: &Arc::from(Vec::new()),
+    };
+    let mut store = new_store(engine, &setup, "describe");
+    arm(&mut store, &limits, deadline, deadline_ticks, "describe");
+    let call = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.call_describe(&mut store).await
+    };
+    match tokio::time::timeout(deadline, call).await {
+        Err(_) => Err(FallbackReason::Deadline {
+            deadline_us: deadline.as_micros() as u64,
+        }),
+        Ok(Err(e)) => Err(classify(&e, &store, &limits, deadline)),
+        Ok(Ok(d)) => Ok(Description {
+            name: d.name,
+            version: d.version,
+            kind: match d.kind {
+                wit::TierKind::Model => TierKind::Model,
+                wit::TierKind::Rules => TierKind::Rules,
+                wit::TierKind::SafeDefault => TierKind::SafeDefault,
+                wit::TierKind::Other => TierKind::Other,
+            },
+        }),
+    }
+}
+
+/// A request in the form tiers receive it.
+pub type TierRequest = wit::Request;
+
+/// Converts a request to the form tiers receive.
+pub fn lower(request: &Request) -> TierRequest {
+    wit::Request {
+        id: request.id.clone(),
+        features: request
+            .features
+            .iter()
+            .map(|(name, value)| wit::Feature {
+                name: name.clone(),
+                value: match value {
+                    FeatureValue::Null => wit::Value::Null,
+                    FeatureValue::Bool(b) => wit::Value::Boolean(*b),
+                    FeatureValue::Integer(i) => wit::Value::Integer(*i),
+                    FeatureValue::Float(x) => wit::Value::Float(*x),
+                    FeatureValue::Text(s) => wit::Value::Text(s.clone()),
+                },
+            })
+            .collect(),
+    }
+}
+
+fn tier_error(e: wit::TierError) -> FallbackReason {
+    let (error, message) = match e {
+        wit::TierError::InvalidInput(m) => ("invalid-input", m),
+        wit::TierError::MissingFeature(m) => ("missing-feature", m),
+        wit::TierError::BadParams(m) => ("bad-params", m),
+        wit::TierError::Internal(m) => ("internal", m),
+    };
+    FallbackReason::TierError {
+        error: error.into(),
+        message: truncate(message, 1024),
+    }
+}
+
+/// Maps a wasmtime error from instantiation or a call to its fault kind.
+pub fn classify(
+    error: &wasmtime::Error,
+    store: &Store<CallState>,
+    limits: &TierLimits,
+    deadline: Duration,
+) -> FallbackReason {
+    let memory = |hit: &MemoryLimitHit| FallbackReason::MemoryLimit {
+        requested: hit.requested,
+        limit: limits.max_memory_bytes(),
+    };
+    if let Some(hit) = store.data().limiter.hit.as_ref() {
+        return memory(hit);
+    }
+    if let Some(hit) = error.downcast_ref::<MemoryLimitHit>() {
+        return memory(hit);
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => FallbackReason::OutOfFuel { limit: limits.fuel },
+            Trap::Interrupt => FallbackReason::Deadline {
+                deadline_us: deadline.as_micros() as u64,
+            },
+            Trap::StackOverflow => FallbackReason::StackOverflow,
+            other => FallbackReason::Trap {
+                message: with_stderr(other.to_string(), store),
+            },
+        };
+    }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return FallbackReason::Shed {
+            detail: "instance pool is full (engine.max_instances)".into(),
+        };
+    }
+    FallbackReason::Trap {
+        message: with_stderr(format!("{error:#}"), store),
+    }
+}
+
+fn with_stderr(message: String, store: &Store<CallState>) -> String {
+    let stderr = store.data().stderr.contents();
+    let stderr = String::from_utf8_lossy(&stderr);
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        message
+    } else {
+        truncate(
+            format!("{message}; guest stderr: {stderr}"),
+            STDERR_CAPTURE_BYTES,
+        )
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}

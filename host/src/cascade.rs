@@ -605,12 +605,10 @@ impl Cascade {
 
     /// Tier `i`'s turn with hedging: wait up to `after` for it; if it is still running (and
     /// the hedge budget allows), race it against the walk of the following tiers and serve the
-    /// first acceptable answer. Both attempts are in the trail.
+    /// first acceptable answer. Both attempts are in the trail; a call that loses the race is
+    /// cancelled and its policies observe it as `hedged` (a breaker may count it).
     async fn hedged_turn(&self, i: usize, after: Duration, walk: &Walk<'_>) -> Walked {
         let tier = &self.tiers[i];
-        let primary_started = Instant::now();
-        let primary = self.try_tier(tier, walk);
-        tokio::pin!(primary);
         let sequential = |entry: TrailEntry, answer: Option<Prediction>| async move {
             match answer {
                 Some(p) => (vec![entry], Some((i, p))),
@@ -620,13 +618,20 @@ impl Cascade {
                 }
             }
         };
-        let first = tokio::time::timeout(after, &mut primary).await;
-        if let Ok((entry, answer)) = first {
+        let admitted = match self.admit(tier, walk) {
+            Ok(admitted) => admitted,
+            Err(skipped) => return sequential(skipped, None).await,
+        };
+        let started = Instant::now();
+        let mut primary = Box::pin(call(&admitted, walk.lowered));
+        if let Ok(report) = tokio::time::timeout(after, &mut primary).await {
+            drop(primary);
+            let (entry, answer) = conclude(tier, admitted, report);
             return sequential(entry, answer).await;
         }
-        let hedge = tier.policies.hedge.as_ref();
-        if !hedge.is_some_and(|h| h.try_start()) {
-            let (entry, answer) = primary.await;
+        if !tier.policies.hedge.as_ref().is_some_and(|h| h.try_start()) {
+            let report = primary.await;
+            let (entry, answer) = conclude(tier, admitted, report);
             return sequential(entry, answer).await;
         }
         let mark = |mut rest: Vec<TrailEntry>| {
@@ -635,47 +640,49 @@ impl Cascade {
             }
             rest
         };
-        let hedged = self.walk_from(i + 1, walk);
-        tokio::pin!(hedged);
+        let mut hedged = self.walk_from(i + 1, walk);
         tokio::select! {
-            (entry, answer) = &mut primary => match answer {
-                Some(p) => {
-                    // The tier answered first: the hedge is cancelled.
-                    let mut cancelled = TrailEntry::new(
-                        &self.tiers[i + 1].config.name,
-                        self.tiers[i + 1].version(),
-                    );
-                    cancelled.step = Step::Cancelled;
-                    cancelled.hedged = true;
-                    cancelled.message =
-                        Some(format!("hedge cancelled: \"{}\" answered first", tier.config.name));
-                    (vec![entry, cancelled], Some((i, p)))
-                }
-                None => {
-                    let (rest, served) = hedged.await;
-                    (std::iter::once(entry).chain(mark(rest)).collect(), served)
+            report = &mut primary => {
+                drop(primary);
+                match conclude(tier, admitted, report) {
+                    (entry, Some(p)) => {
+                        // The tier answered first: the hedge is cancelled.
+                        drop(hedged);
+                        let next = &self.tiers[i + 1];
+                        let mut cancelled = TrailEntry::new(&next.config.name, next.version());
+                        cancelled.step = Step::Cancelled;
+                        cancelled.hedged = true;
+                        cancelled.message = Some(format!(
+                            "hedge cancelled: \"{}\" answered first",
+                            tier.config.name
+                        ));
+                        (vec![entry, cancelled], Some((i, p)))
+                    }
+                    (entry, None) => {
+                        let (rest, served) = hedged.await;
+                        (std::iter::once(entry).chain(mark(rest)).collect(), served)
+                    }
                 }
             },
             (rest, served) = &mut hedged => match served {
                 Some(served) => {
+                    drop(primary);
                     let winner = &self.tiers[served.0].config.name;
-                    let mut cancelled = TrailEntry::new(&tier.config.name, tier.version())
-                        .fell_back(FallbackReason::Hedged {
-                            detail: format!(
-                                "ran {} us; hedged after {} us, \"{winner}\" answered first",
-                                primary_started.elapsed().as_micros(),
-                                after.as_micros()
-                            ),
-                        });
-                    cancelled.step = Step::Cancelled;
-                    cancelled.elapsed_us = primary_started.elapsed().as_micros() as u64;
+                    let reason = FallbackReason::Hedged {
+                        detail: format!(
+                            "ran {} us; hedged after {} us, \"{winner}\" answered first",
+                            started.elapsed().as_micros(),
+                            after.as_micros()
+                        ),
+                    };
+                    let cancelled = cancel(tier, admitted, started.elapsed(), reason);
                     (std::iter::once(cancelled).chain(mark(rest)).collect(), Some(served))
                 }
                 None => {
                     // Nothing below answered: the slow tier is the last hope.
-                    let (entry, answer) = primary.await;
-                    let rest = mark(rest);
-                    (std::iter::once(entry).chain(rest).collect(), answer.map(|p| (i, p)))
+                    let report = primary.await;
+                    let (entry, answer) = conclude(tier, admitted, report);
+                    (std::iter::once(entry).chain(mark(rest)).collect(), answer.map(|p| (i, p)))
                 }
             },
         }
@@ -687,14 +694,29 @@ impl Cascade {
         tier: &CascadeTier,
         walk: &Walk<'_>,
     ) -> (TrailEntry, Option<Prediction>) {
+        match self.admit(tier, walk) {
+            Ok(admitted) => {
+                let report = call(&admitted, walk.lowered).await;
+                conclude(tier, admitted, report)
+            }
+            Err(skipped) => (skipped, None),
+        }
+    }
+
+    /// Runs the tier's gates: an admitted call (with the sandbox to run, its deadline and the
+    /// gates' tickets), or the trail entry of a skipped tier.
+    fn admit<'t>(
+        &self,
+        tier: &'t CascadeTier,
+        walk: &Walk<'_>,
+    ) -> Result<Admitted<'t>, TrailEntry> {
         let entry = TrailEntry::new(&tier.config.name, tier.version());
         let sandbox = match &tier.sandbox {
             Ok(s) => s,
             Err(e) => {
-                let reason = FallbackReason::LoadFailed {
+                return Err(entry.fell_back(FallbackReason::LoadFailed {
                     detail: e.to_string(),
-                };
-                return (entry.fell_back(reason), None);
+                }));
             }
         };
         let remaining = self.budget.saturating_sub(walk.started.elapsed());
@@ -704,63 +726,34 @@ impl Cascade {
             now: self.clock.now(),
         };
         let policies = &tier.policies;
-        let tickets = match policies.admit(&ctx) {
-            Ok(tickets) => tickets,
-            Err(reason) => return (entry.fell_back(reason), None),
-        };
-        let deadline = Duration::from_millis(tier.config.limits.deadline_ms).min(remaining);
-        let delay = policies.delay(&ctx);
-        let report = if delay.is_zero() {
-            policies
-                .sandbox(&ctx, sandbox)
-                .predict(walk.lowered, deadline)
-                .await
-        } else {
-            delayed_call(
-                policies.sandbox(&ctx, sandbox),
-                walk.lowered,
-                deadline,
-                delay,
-            )
-            .await
-        };
-        let verdict = match report.result {
-            Ok(TierAnswer::Answer(p)) => policies.judge(&p).map(|()| p),
-            Ok(TierAnswer::Abstain(reason)) => Err(FallbackReason::Abstained { reason }),
-            Err(reason) => Err(reason),
-        };
-        policies.observe(
-            tickets,
-            &CallRecord {
-                called: true,
-                elapsed: report.elapsed,
-                verdict: verdict.as_ref().map(|_| ()),
-            },
-        );
-        let mut entry = TrailEntry {
-            step: Step::FellThrough,
-            elapsed_us: report.elapsed.as_micros() as u64,
-            fuel_used: report.fuel_used,
-            logs_dropped: report.logs_dropped,
-            ..entry
-        };
-        match verdict {
-            Ok(p) => {
-                entry.step = Step::Served;
-                (entry, Some(p))
-            }
-            Err(reason) => (entry.fell_back(reason), None),
+        match policies.admit(&ctx) {
+            Ok(tickets) => Ok(Admitted {
+                entry,
+                sandbox: policies.sandbox(&ctx, sandbox),
+                deadline: Duration::from_millis(tier.config.limits.deadline_ms).min(remaining),
+                delay: policies.delay(&ctx),
+                tickets,
+            }),
+            Err(reason) => Err(entry.fell_back(reason)),
         }
     }
 }
 
-/// A call that waits `delay` first (injected latency); the wait is part of the deadline.
-async fn delayed_call(
-    sandbox: &Sandbox,
-    request: &TierRequest,
+/// A call its gates let through.
+struct Admitted<'t> {
+    entry: TrailEntry,
+    sandbox: &'t Sandbox,
     deadline: Duration,
     delay: Duration,
-) -> crate::sandbox::CallReport {
+    tickets: Vec<crate::policy::Ticket>,
+}
+
+/// Makes the call (after any injected delay, which counts against the deadline).
+async fn call(admitted: &Admitted<'_>, request: &TierRequest) -> crate::sandbox::CallReport {
+    let (sandbox, deadline, delay) = (admitted.sandbox, admitted.deadline, admitted.delay);
+    if delay.is_zero() {
+        return sandbox.predict(request, deadline).await;
+    }
     let started = Instant::now();
     tokio::time::sleep(delay.min(deadline)).await;
     let mut report = match deadline.checked_sub(started.elapsed()) {
@@ -776,6 +769,66 @@ async fn delayed_call(
     };
     report.elapsed = started.elapsed();
     report
+}
+
+/// Judges a finished call, hands the outcome to the tier's policies, and writes its entry.
+fn conclude(
+    tier: &CascadeTier,
+    admitted: Admitted<'_>,
+    report: crate::sandbox::CallReport,
+) -> (TrailEntry, Option<Prediction>) {
+    let policies = &tier.policies;
+    let verdict = match report.result {
+        Ok(TierAnswer::Answer(p)) => policies.judge(&p).map(|()| p),
+        Ok(TierAnswer::Abstain(reason)) => Err(FallbackReason::Abstained { reason }),
+        Err(reason) => Err(reason),
+    };
+    policies.observe(
+        admitted.tickets,
+        &CallRecord {
+            called: true,
+            elapsed: report.elapsed,
+            verdict: verdict.as_ref().map(|_| ()),
+        },
+    );
+    let entry = TrailEntry {
+        step: Step::FellThrough,
+        elapsed_us: report.elapsed.as_micros() as u64,
+        fuel_used: report.fuel_used,
+        logs_dropped: report.logs_dropped,
+        ..admitted.entry
+    };
+    match verdict {
+        Ok(p) => (
+            TrailEntry {
+                step: Step::Served,
+                ..entry
+            },
+            Some(p),
+        ),
+        Err(reason) => (entry.fell_back(reason), None),
+    }
+}
+
+/// Records a call cancelled because a hedge answered first.
+fn cancel(
+    tier: &CascadeTier,
+    admitted: Admitted<'_>,
+    elapsed: Duration,
+    reason: FallbackReason,
+) -> TrailEntry {
+    tier.policies.observe(
+        admitted.tickets,
+        &CallRecord {
+            called: true,
+            elapsed,
+            verdict: Err(&reason),
+        },
+    );
+    let mut entry = admitted.entry.fell_back(reason);
+    entry.step = Step::Cancelled;
+    entry.elapsed_us = elapsed.as_micros() as u64;
+    entry
 }
 
 fn safe_default_provenance() -> ServedBy {

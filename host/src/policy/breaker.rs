@@ -38,11 +38,14 @@ pub const COUNTABLE_KINDS: &[&str] = &[
     "low-confidence",
     "abstained",
     "out-of-distribution",
+    "hedged",
 ];
 
-/// Default `failure_on`: the faults (the tier broke), not its judgement (low confidence,
+/// Default `failure_on`: the faults (the tier broke or was too slow to be useful: `hedged` is
+/// a call cancelled because a hedge answered first), not its judgement (low confidence,
 /// abstained) nor its inputs (out of distribution).
 pub const DEFAULT_FAILURE_ON: &[&str] = &[
+    "hedged",
     "deadline",
     "trap",
     "out-of-fuel",

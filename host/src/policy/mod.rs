@@ -62,7 +62,7 @@ pub struct CallRecord<'a> {
 /// Whatever a gate holds while the call runs (a bulkhead permit, a breaker probe slot). It is
 /// dropped when the turn ends, whether or not the call happened, so a slot is never leaked.
 #[derive(Default)]
-pub struct Ticket(Option<Box<dyn Any + Send>>);
+pub struct Ticket(Option<Box<dyn Any + Send + Sync>>);
 
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,7 +81,7 @@ impl Ticket {
     }
 
     /// A ticket holding `value` until the turn ends.
-    pub fn holding<T: Any + Send>(value: T) -> Self {
+    pub fn holding<T: Any + Send + Sync>(value: T) -> Self {
         Self(Some(Box::new(value)))
     }
 

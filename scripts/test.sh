@@ -8,15 +8,21 @@ echo "==> rustup target add wasm32-wasip2 (guest tiers are wasm32-wasip2 compone
 rustup target add wasm32-wasip2
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-# promtool (Debian package `prometheus`) checks the /metrics exposition in tests/server.rs.
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "==> installing promtool (Debian package prometheus)"
+# Debian packages the tests use for real: promtool (package `prometheus`) checks the /metrics
+# exposition in tests/server.rs; redis-server backs the shared prediction cache in
+# tests/cache_redis.rs (each test starts its own on a loopback port).
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing Debian packages: ${missing[*]}"
     sudo_cmd=""
     if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 export TIERHOST_REQUIRE_PROMTOOL=1
+export TIERHOST_REQUIRE_REDIS=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -270,3 +270,93 @@ async fn calibration_hits_its_target_on_the_data_it_was_fitted_on() {
         "{primary:?} vs {c:?}"
     );
 }
+
+/// The phishing example's scenarios for the cascade's memory: the breaker bounds what a slow or
+/// flapping primary costs, hedging bounds the heavy tail's extra calls, replays hit the cache.
+/// Only counts are asserted (the machine's speed never decides a test).
+#[tokio::test]
+async fn phishing_breaker_hedging_and_cache_scenarios() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/phishing");
+    let config = tierhost::CascadeConfig::load(&root.join("cascade.toml")).unwrap();
+    let labels = BTreeMap::from([
+        ("1".into(), "phishing".into()),
+        ("0".into(), "legitimate".into()),
+    ]);
+    let rows = eval::read_labeled_csv(&root.join("data/test.csv"), "label", &labels).unwrap();
+    let breaker = config.tiers[0]
+        .breaker
+        .clone()
+        .expect("the example has a breaker");
+    let replay = |scenario: Scenario| {
+        let replayed = scenario.rows(&rows);
+        let config = scenario.apply(&config, replayed.len(), eval::DEFAULT_ROWS_PER_S);
+        async move {
+            let cascade = eval::load(&engine(), &config).await.unwrap();
+            eval::run(scenario.name(), &cascade, &replayed, "phishing", || {}).await
+        }
+    };
+
+    // primary-slow: the breaker opens after minimum_calls slow calls; later requests skip the
+    // primary without calling it (at most one probe round in the replay).
+    let (slow, answers) = replay(Scenario::PrimarySlow).await;
+    let primary_calls = slow.latency["primary"].calls;
+    assert!(
+        primary_calls <= breaker.minimum_calls + breaker.half_open_calls,
+        "{primary_calls} primary calls"
+    );
+    assert!(slow.fallbacks["primary:breaker-open"] >= rows.len() - primary_calls - 10);
+    assert!(
+        answers.iter().skip(primary_calls + 1).all(|a| a.trail[0]
+            .reason
+            .as_ref()
+            .map(|r| r.kind())
+            != Some("deadline"))
+    );
+
+    // primary-down: the same, for a trapping primary.
+    let (down, _) = replay(Scenario::PrimaryDown).await;
+    assert!(down.latency["primary"].calls <= breaker.minimum_calls + breaker.half_open_calls);
+
+    // primary-flapping: the breaker opens during the outage, probes after it, closes again,
+    // and the primary serves the healthy stretch at the end.
+    let (flapping, answers) = replay(Scenario::PrimaryFlapping).await;
+    assert!(flapping.fallbacks["primary:breaker-open"] > 0);
+    let tail = &answers[answers.len() - rows.len() / 4..];
+    let by_primary = tail
+        .iter()
+        .filter(|a| a.served_by.tier == "primary")
+        .count();
+    assert!(
+        by_primary * 10 >= tail.len() * 8,
+        "{by_primary} of the last {} rows served by the primary",
+        tail.len()
+    );
+    assert!(
+        tail.iter()
+            .all(|a| a.trail[0].reason.as_ref().map(|r| r.kind()) != Some("breaker-open"))
+    );
+
+    // Heavy tail: hedging adds at most 1 + max_share of the primary's calls.
+    let (plain, _) = replay(Scenario::PrimaryHeavyTail).await;
+    let (hedged, _) = replay(Scenario::PrimaryHeavyTailHedged).await;
+    assert_eq!(plain.hedges, 0);
+    assert!(hedged.hedges > 0);
+    let max_share = config.tiers[0].hedge.as_ref().unwrap().max_share;
+    assert!(
+        hedged.hedges as f64 <= 1.0 + max_share * hedged.latency["primary"].calls as f64,
+        "{} hedges",
+        hedged.hedges
+    );
+    assert!(eval::hedging_comparison(&[plain, hedged]).is_some());
+
+    // repeat: every row of the second pass whose first answer was not degraded is a hit.
+    let (repeat, answers) = replay(Scenario::Repeat).await;
+    let second = &answers[rows.len()..];
+    let cacheable = answers[..rows.len()].iter().filter(|a| !a.degraded).count();
+    let hits = second
+        .iter()
+        .filter(|a| a.cache == Some(tierhost::policy::cache::CacheStatus::Hit))
+        .count();
+    assert!(hits >= cacheable, "{hits} hits, {cacheable} cacheable");
+    assert!(repeat.cache_hits >= hits);
+}

@@ -361,7 +361,7 @@ async fn openapi_document_matches_the_routes_and_the_answers() {
         .as_array()
         .unwrap()
         .len();
-    assert_eq!(kinds, 13, "every FallbackReason kind is documented");
+    assert_eq!(kinds, 15, "every FallbackReason kind is documented");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,4 +598,88 @@ async fn fallback_rate_alert_fires_and_posts_to_the_webhook() {
     );
     let (_, tiers) = server.get("/v1/tiers").await;
     assert!(tiers.contains(r#""alert_firing":true"#), "{tiers}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_is_visible_forcible_and_survives_a_swap_of_another_tier() {
+    let config = format!(
+        "[cascade]\naudit_log = \"audit.jsonl\"\n[server]\nwatch = false\n{}[tier.breaker]\nwindow_calls = 4\nminimum_calls = 2\nopen_ms = 600000\n{RULES_FILE_TIER}",
+        chaos("primary", "trap", "")
+    );
+    let server = Server::start(&config).await;
+    for i in 0..2 {
+        let (_, answer) = server.predict(&format!("trap-{i}")).await;
+        assert_eq!(answer["trail"][0]["reason"]["kind"], "trap");
+    }
+    let (_, answer) = server.predict("skipped").await;
+    assert_eq!(answer["trail"][0]["reason"]["kind"], "breaker-open");
+    assert_eq!(answer["trail"][0]["step"], "skipped");
+    assert_eq!(answer["served_by"]["tier"], "rules");
+
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("tierhost_breaker_state{tier=\"primary\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tierhost_breaker_transitions_total{")
+                && l.contains("from=\"closed\"")
+                && l.contains("to=\"open\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    let (_, tiers) = server.get("/v1/tiers").await;
+    let tiers: Value = serde_json::from_str(&tiers).unwrap();
+    assert_eq!(tiers["tiers"][0]["breaker"]["state"], "open");
+    assert!(
+        tiers["tiers"][0]["policies"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("breaker"))
+    );
+
+    // Hot swap of the other tier (new rules.wasm digest): the primary's breaker stays open.
+    let rules = tierhost::builtin::get("rules").unwrap();
+    std::fs::write(server.path("rules.wasm"), variant_of(rules, "v2")).unwrap();
+    let (status, report) = server.send("POST", "/admin/reload", "").await;
+    assert_eq!(status, 200, "{report}");
+    let (_, answer) = server.predict("after-swap").await;
+    assert_eq!(answer["trail"][0]["reason"]["kind"], "breaker-open");
+
+    // Operators can hold it closed (the primary is called again) and hand it back.
+    let force = |mode: &str| format!(r#"{{"mode":"{mode}"}}"#);
+    let (status, body) = server
+        .send("POST", "/admin/tiers/primary/breaker", force("closed"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("forced-closed"), "{body}");
+    let (_, answer) = server.predict("forced").await;
+    assert_eq!(answer["trail"][0]["reason"]["kind"], "trap");
+    let (status, body) = server
+        .send("POST", "/admin/tiers/primary/breaker", force("automatic"))
+        .await;
+    assert_eq!((status, body.contains("\"closed\"")), (200, true), "{body}");
+    let (status, _) = server
+        .send("POST", "/admin/tiers/rules/breaker", force("open"))
+        .await;
+    assert_eq!(status, 404, "rules has no breaker");
+    let (status, _) = server
+        .send("POST", "/admin/tiers/primary/breaker", r#"{"mode":"ajar"}"#)
+        .await;
+    assert_eq!(status, 400);
+
+    let audit = std::fs::read_to_string(server.path("audit.jsonl")).unwrap();
+    let transitions: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "breaker-transition")
+        .collect();
+    assert!(
+        transitions
+            .iter()
+            .any(|t| t["tier"] == "primary" && t["from"] == "closed" && t["to"] == "open"),
+        "{audit}"
+    );
 }

@@ -620,7 +620,7 @@ impl Cascade {
         };
         let admitted = match self.admit(tier, walk) {
             Ok(admitted) => admitted,
-            Err(skipped) => return sequential(skipped, None).await,
+            Err(skipped) => return sequential(*skipped, None).await,
         };
         let started = Instant::now();
         let mut primary = Box::pin(call(&admitted, walk.lowered));
@@ -699,7 +699,7 @@ impl Cascade {
                 let report = call(&admitted, walk.lowered).await;
                 conclude(tier, admitted, report)
             }
-            Err(skipped) => (skipped, None),
+            Err(skipped) => (*skipped, None),
         }
     }
 
@@ -709,14 +709,14 @@ impl Cascade {
         &self,
         tier: &'t CascadeTier,
         walk: &Walk<'_>,
-    ) -> Result<Admitted<'t>, TrailEntry> {
+    ) -> Result<Admitted<'t>, Box<TrailEntry>> {
         let entry = TrailEntry::new(&tier.config.name, tier.version());
         let sandbox = match &tier.sandbox {
             Ok(s) => s,
             Err(e) => {
-                return Err(entry.fell_back(FallbackReason::LoadFailed {
+                return Err(Box::new(entry.fell_back(FallbackReason::LoadFailed {
                     detail: e.to_string(),
-                }));
+                })));
             }
         };
         let remaining = self.budget.saturating_sub(walk.started.elapsed());
@@ -734,7 +734,7 @@ impl Cascade {
                 delay: policies.delay(&ctx),
                 tickets,
             }),
-            Err(reason) => Err(entry.fell_back(reason)),
+            Err(reason) => Err(Box::new(entry.fell_back(reason))),
         }
     }
 }

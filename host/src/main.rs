@@ -134,6 +134,11 @@ async fn check(path: &Path) -> Result<ExitCode> {
                     l.deadline_ms,
                     tier.config.min_confidence
                 );
+                println!(
+                    "        {:<14} policies: {}",
+                    "",
+                    tier.policies.names().join(" > ")
+                );
             }
             Err(e) => println!(
                 "  FAIL  {:<14} plugin {}: {e}",

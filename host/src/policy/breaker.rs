@@ -85,8 +85,8 @@ pub struct BreakerConfig {
     pub open_ms: u64,
     /// Factor applied to the open time on each reopen without a close in between (1 = fixed).
     pub open_backoff: f64,
-    /// Longest open time, in ms.
-    pub open_max_ms: u64,
+    /// Longest open time with backoff, in ms (unset: 5 minutes, or `open_ms` if longer).
+    pub open_max_ms: Option<u64>,
     /// Probe calls let through when half-open.
     pub half_open_calls: usize,
     /// Reason kinds that count as failures.
@@ -103,7 +103,7 @@ pub const DEFAULT_FAILURE_RATE: f64 = 0.5;
 pub const DEFAULT_MINIMUM_CALLS: usize = 20;
 /// Default open time: 30 s (Polly v8's break duration; resilience4j waits 60 s).
 pub const DEFAULT_OPEN_MS: u64 = 30_000;
-/// Default longest open time with backoff: 5 minutes.
+/// Default longest open time with backoff: 5 minutes (or `open_ms` if that is longer).
 pub const DEFAULT_OPEN_MAX_MS: u64 = 300_000;
 /// Default probes when half-open: 5 (enough for a rate, few enough to risk little).
 pub const DEFAULT_HALF_OPEN_CALLS: usize = 5;
@@ -119,7 +119,7 @@ impl Default for BreakerConfig {
             slow_call_ms: None,
             open_ms: DEFAULT_OPEN_MS,
             open_backoff: 1.0,
-            open_max_ms: DEFAULT_OPEN_MAX_MS,
+            open_max_ms: None,
             half_open_calls: DEFAULT_HALF_OPEN_CALLS,
             failure_on: DEFAULT_FAILURE_ON.iter().map(|s| s.to_string()).collect(),
         }
@@ -127,6 +127,12 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
+    /// The longest open time in effect, in ms.
+    pub fn open_max(&self) -> u64 {
+        self.open_max_ms
+            .unwrap_or(DEFAULT_OPEN_MAX_MS.max(self.open_ms))
+    }
+
     /// Checks the values; `Err((field, problem))`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
@@ -156,7 +162,7 @@ impl BreakerConfig {
         if !(self.open_backoff.is_finite() && self.open_backoff >= 1.0) {
             return Err(("open_backoff", "must be a number >= 1".into()));
         }
-        if self.open_max_ms < self.open_ms {
+        if self.open_max_ms.is_some_and(|max| max < self.open_ms) {
             return Err(("open_max_ms", "must be at least open_ms".into()));
         }
         if self.half_open_calls == 0 {
@@ -546,7 +552,7 @@ impl Breaker {
             .config
             .open_backoff
             .powi(i32::try_from(inner.opens_in_a_row).unwrap_or(i32::MAX));
-        let open_ms = (self.config.open_ms as f64 * factor).min(self.config.open_max_ms as f64);
+        let open_ms = (self.config.open_ms as f64 * factor).min(self.config.open_max() as f64);
         inner.opens_in_a_row = inner.opens_in_a_row.saturating_add(1);
         inner.phase = Phase::Open {
             until: now + Duration::from_millis(open_ms as u64),
@@ -766,7 +772,7 @@ mod tests {
             failure_rate: 0.5,
             open_ms: 1_000,
             open_backoff: 2.0,
-            open_max_ms: 3_000,
+            open_max_ms: Some(3_000),
             half_open_calls: 2,
             ..BreakerConfig::default()
         }
@@ -1018,7 +1024,7 @@ mod tests {
         );
         assert_eq!(
             bad(BreakerConfig {
-                open_max_ms: 10,
+                open_max_ms: Some(10),
                 ..config()
             }),
             "open_max_ms"

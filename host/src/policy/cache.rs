@@ -9,7 +9,8 @@
 //! Backends: `embedded` (moka, bounded, per process, kept across reloads) and `redis` (shared
 //! by replicas). A Redis that is down or slow never fails a request: every operation is
 //! bounded by `timeout_ms`, and on a miss of that bound the request goes through the cascade
-//! (`cache: bypass`, counted, WARN at most every 10 s).
+//! (`cache: bypass`, counted, WARN at most every 10 s); after a failure Redis is skipped for a
+//! second, so a dead Redis costs one `timeout_ms` per second rather than one per request.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -169,11 +170,16 @@ pub struct PredictionCache {
     /// sha256 of the cascade config and every tier's plugin digest.
     cascade_digest: String,
     last_warning_s: AtomicU64,
+    /// Microseconds since `origin` before which Redis is not asked (after a failure).
+    skip_until_us: AtomicU64,
     origin: Instant,
 }
 
 /// Seconds between two WARN lines about a failing Redis.
 const WARN_EVERY_S: u64 = 10;
+/// After a failed or slow Redis operation, requests skip Redis (bypass at once) this long, so a
+/// dead Redis costs one `timeout_ms` per second, not one per request.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 impl PredictionCache {
     /// A cache for a cascade whose identity is `cascade_digest`. The embedded store is shared
@@ -206,6 +212,7 @@ impl PredictionCache {
             store,
             cascade_digest,
             last_warning_s: AtomicU64::new(u64::MAX),
+            skip_until_us: AtomicU64::new(0),
             origin: Instant::now(),
         })
     }
@@ -254,6 +261,9 @@ impl PredictionCache {
                 None => Lookup::Miss,
             },
             Store::Redis(manager) => {
+                if self.in_backoff() {
+                    return Lookup::Bypass;
+                }
                 let mut conn = manager.clone();
                 let mut cmd = redis::cmd("GET");
                 cmd.arg(key);
@@ -268,11 +278,11 @@ impl PredictionCache {
                     },
                     Ok(Ok(None)) => Lookup::Miss,
                     Ok(Err(e)) => {
-                        self.warn(&format!("GET failed: {e}"));
+                        self.failed(&format!("GET failed: {e}"));
                         Lookup::Bypass
                     }
                     Err(_) => {
-                        self.warn(&format!(
+                        self.failed(&format!(
                             "GET took longer than {} ms",
                             self.config.timeout_ms
                         ));
@@ -320,6 +330,17 @@ impl PredictionCache {
 
     fn bound(&self) -> Duration {
         Duration::from_millis(self.config.timeout_ms)
+    }
+
+    fn in_backoff(&self) -> bool {
+        (self.origin.elapsed().as_micros() as u64) < self.skip_until_us.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, problem: &str) {
+        let until = self.origin.elapsed() + RETRY_AFTER_FAILURE;
+        self.skip_until_us
+            .store(until.as_micros() as u64, Ordering::Relaxed);
+        self.warn(problem);
     }
 
     fn warn(&self, problem: &str) {

@@ -165,7 +165,8 @@ impl Hedge {
         }
         recent.push_back(elapsed.as_micros() as u64);
         if recent.len() >= self.config.min_samples
-            && (n % RECOMPUTE_EVERY == 0 || self.state.quantile_us.load(Ordering::Relaxed) == 0)
+            && (n.is_multiple_of(RECOMPUTE_EVERY)
+                || self.state.quantile_us.load(Ordering::Relaxed) == 0)
         {
             let mut sorted: Vec<u64> = recent.iter().copied().collect();
             sorted.sort_unstable();

@@ -624,7 +624,13 @@ impl Cascade {
         };
         let started = Instant::now();
         let mut primary = Box::pin(call(&admitted, walk.lowered));
-        if let Ok(report) = tokio::time::timeout(after, &mut primary).await {
+        // tokio's timers round up to the next millisecond (a 0.5 ms hedge would start after
+        // ~2 ms); async-io's timer thread wakes with sub-millisecond precision.
+        let finished_first = tokio::select! {
+            report = &mut primary => Some(report),
+            _ = async_io::Timer::after(after) => None,
+        };
+        if let Some(report) = finished_first {
             drop(primary);
             let (entry, answer) = conclude(tier, admitted, report);
             return sequential(entry, answer).await;

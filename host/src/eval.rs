@@ -97,6 +97,9 @@ pub enum Scenario {
     PrimaryDown,
     /// The primary blocks past its deadline on every call.
     PrimarySlow,
+    /// The same with every breaker and hedge removed: what the slow primary costs without the
+    /// cascade's memory.
+    PrimarySlowNoBreaker,
     /// The primary answers NaN on every call.
     PrimaryGarbage,
     /// 20% of primary calls trap, chosen by a seeded hash of the request id.
@@ -128,10 +131,11 @@ pub const DEFAULT_SCENARIO_HEDGE_MS: f64 = 2.0;
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Self::Normal,
         Self::PrimaryDown,
         Self::PrimarySlow,
+        Self::PrimarySlowNoBreaker,
         Self::PrimaryGarbage,
         Self::FaultMix,
         Self::PrimaryFlapping,
@@ -161,6 +165,7 @@ impl Scenario {
             Self::Normal => "normal",
             Self::PrimaryDown => "primary-down",
             Self::PrimarySlow => "primary-slow",
+            Self::PrimarySlowNoBreaker => "primary-slow-no-breaker",
             Self::PrimaryGarbage => "primary-garbage",
             Self::FaultMix => "fault-mix",
             Self::PrimaryFlapping => "primary-flapping",
@@ -223,7 +228,7 @@ impl Scenario {
                     primary.chaos.take()
                 }
                 Self::PrimaryDown => chaos("trap", 1.0),
-                Self::PrimarySlow => chaos("sleep", 1.0),
+                Self::PrimarySlow | Self::PrimarySlowNoBreaker => chaos("sleep", 1.0),
                 Self::PrimaryGarbage => chaos("nan", 1.0),
                 Self::FaultMix => chaos("trap", 0.2),
                 Self::PrimaryFlapping => chaos("trap", 1.0).map(|c| ChaosConfig {
@@ -259,9 +264,14 @@ impl Scenario {
             Self::PrimaryFlapping => config.cache = None,
             _ => {}
         }
-        if self == Self::ShiftNoGuard {
-            for tier in &mut config.tiers {
-                tier.ood = None;
+        for tier in &mut config.tiers {
+            match self {
+                Self::ShiftNoGuard => tier.ood = None,
+                Self::PrimarySlowNoBreaker => {
+                    tier.breaker = None;
+                    tier.hedge = None;
+                }
+                _ => {}
             }
         }
         config

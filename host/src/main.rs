@@ -261,7 +261,8 @@ struct LabeledData {
 struct EvalArgs {
     #[command(flatten)]
     input: LabeledData,
-    /// Scenario to run (repeatable): normal, primary-down, primary-slow, primary-garbage,
+    /// Scenario to run (repeatable): normal, primary-down, primary-slow,
+    /// primary-slow-no-breaker, primary-garbage,
     /// fault-mix, primary-flapping, primary-heavy-tail, primary-heavy-tail-hedged, repeat,
     /// shift, shift-no-guard. Default: all.
     #[arg(long = "scenario")]

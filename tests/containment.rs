@@ -203,3 +203,107 @@ async fn capability_probes_are_denied_visibly_never_silently() {
         }
     }
 }
+
+/// A chaos tier with extra params.
+fn chaos_with(name: &str, mode: &str, limits: &str, params: &str) -> String {
+    format!("{}{params}\n", chaos_tier(name, mode, limits))
+}
+
+#[tokio::test]
+async fn timers_follow_the_frozen_clock() {
+    // A 1 ms sleep would return after 1 ms of real time if timers ran on the real clock, and a
+    // tier could count polls until it fires to measure time. On the frozen clock it never fires:
+    // the call runs into its deadline, like any other hang.
+    let toml = format!(
+        "{}{RULES_TIER}",
+        chaos_with("sleeper", "sleep", "deadline_ms = 50", "seconds = 0.001")
+    );
+    let answer = cascade(&toml).await.predict(&request("timer")).await;
+    assert_eq!(kinds(&answer), vec!["deadline"], "{answer:?}");
+    assert_eq!(answer.served_by.tier, "rules");
+}
+
+#[tokio::test]
+async fn output_entries_and_abstain_reasons_are_bounded() {
+    // Many small reasons: within any byte limit, refused by count.
+    let toml = format!(
+        "{}{RULES_TIER}",
+        with_labels(chaos_with("chatty", "many-reasons", "", "count = 100"))
+    );
+    let answer = cascade(&toml).await.predict(&request("reasons")).await;
+    assert_eq!(kinds(&answer), vec!["invalid-output"]);
+    let message = answer.trail[0].message.clone().unwrap_or_default();
+    assert!(message.contains("100 reasons, limit max_reasons = 32"), "{message}");
+
+    // 400,000 empty reasons: refused while lifting, before the host allocates them.
+    let toml = format!(
+        "{}{RULES_TIER}",
+        with_labels(chaos_with(
+            "flood",
+            "many-reasons",
+            "max_memory_mib = 64\nfuel = 1_000_000_000",
+            "count = 400000"
+        ))
+    );
+    let answer = cascade(&toml).await.predict(&request("flood")).await;
+    assert_eq!(kinds(&answer), vec!["invalid-output"], "{answer:?}");
+    assert!(
+        answer.trail[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("bytes to the host in one transfer")
+    );
+
+    // A 2 KiB abstain reason is cut to 1 KiB; a 12 MiB one is refused while lifting.
+    let toml = format!(
+        "{}{RULES_TIER}",
+        chaos_with("wordy", "abstain", "", "reason_bytes = 2048")
+    );
+    let answer = cascade(&toml).await.predict(&request("abstain-2k")).await;
+    match &answer.trail[0].reason {
+        Some(FallbackReason::Abstained { reason }) => {
+            assert_eq!(reason.len(), 1024 + "...".len(), "cut at MAX_MESSAGE_BYTES")
+        }
+        other => panic!("{other:?}"),
+    }
+    let toml = format!(
+        "{}{RULES_TIER}",
+        chaos_with(
+            "novel",
+            "abstain",
+            "max_memory_mib = 64\nfuel = 1_000_000_000\ndeadline_ms = 500",
+            "reason_bytes = 12582912"
+        )
+    );
+    let answer = cascade(&toml).await.predict(&request("abstain-12m")).await;
+    assert_eq!(kinds(&answer), vec!["invalid-output"], "{answer:?}");
+    assert!(serde_json::to_string(&answer).unwrap().len() < 4096);
+}
+
+#[tokio::test]
+async fn tier_supplied_text_is_escaped_everywhere_it_is_shown() {
+    let toml = format!(
+        "{}{RULES_TIER}",
+        with_labels(chaos_tier("forger", "control-chars", ""))
+    );
+    let answer = cascade(&toml).await.predict(&request("forge")).await;
+    assert_eq!(kinds(&answer), vec!["invalid-output"]);
+    let message = answer.trail[0].message.clone().unwrap_or_default();
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    assert!(message.contains("allow\\u{1b}[2K\\rrules"), "{message}");
+
+    // Served (no label constraint): the answer carries the escaped text, never raw controls.
+    let answer = cascade(&chaos_tier("forger", "control-chars", ""))
+        .await
+        .predict(&request("forge-served"))
+        .await;
+    assert_eq!(answer.served_by.tier, "forger");
+    match &answer.decision {
+        Decision::Answer { label, reasons, .. } => {
+            assert_eq!(label, "allow\\u{1b}[2K\\rrules");
+            assert_eq!(reasons[0], "line\\nforged: served_by=primary");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -90,7 +90,7 @@ async fn load_tier(
         }
         None => Arc::from(Vec::new()),
     };
-    let plugin = Plugin::load(engine, &tier.plugin, &config.base_dir).await?;
+    let plugin = Plugin::load_for(engine, &tier.plugin, &config.base_dir, &tier.limits).await?;
     Ok(Sandbox::new(
         Arc::new(plugin),
         &tier.name,
@@ -116,7 +116,7 @@ async fn load_chaos(
             sandbox: None,
         });
     }
-    let plugin = Plugin::load(engine, "builtin:chaos", &config.base_dir).await?;
+    let plugin = Plugin::load_for(engine, "builtin:chaos", &config.base_dir, &tier.limits).await?;
     let mut params = flatten_params(&chaos.params).map_err(LoadError::Describe)?;
     params.push((
         "mode".to_string(),
@@ -202,7 +202,7 @@ fn tier_policies(
         chaos.map(Arc::new),
         Arc::new(acceptance::Acceptance {
             accept: tier.accept.clone(),
-            max_output_bytes: tier.limits.max_output_bytes,
+            limits: tier.limits.clone(),
         }),
         Arc::new(confidence::MinConfidence(tier.min_confidence)),
         hedge,
@@ -472,7 +472,7 @@ impl Cascade {
                 let report = sandbox.predict(&guest::lower(sample), deadline).await;
                 let fault = match report.result {
                     Ok(TierAnswer::Answer(p)) => {
-                        acceptance::contract(&p, tier.config.limits.max_output_bytes).err()
+                        acceptance::contract(&p, &tier.config.limits).err()
                     }
                     Ok(TierAnswer::Abstain(_)) => None,
                     Err(reason) => Some(reason),

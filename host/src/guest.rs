@@ -75,6 +75,43 @@ pub type TierInstance = bindings::Tier;
 
 /// Bytes of a tier's stderr kept per call (enough for a panic message and its location).
 pub const STDERR_CAPTURE_BYTES: usize = 4096;
+/// Longest abstain reason or tier error message kept, in bytes (the rest is cut, with `...`).
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Entries of a store's resource table (WASI streams and pollables a tier holds at once): a
+/// Rust guest uses a handful; the cap bounds the host memory a handle flood can take.
+pub const MAX_RESOURCE_HANDLES: usize = 1024;
+/// Host-call data allowance per transfer beyond the tier's own output limit (log lines, WASI
+/// writes, list and string headers).
+const HOSTCALL_HEADROOM_BYTES: usize = 64 * 1024;
+
+/// Bytes the guest may hand the host in one transfer (one host call or one returned answer):
+/// twice the tier's `max_output_bytes` plus [`HOSTCALL_HEADROOM_BYTES`]. Anything larger is
+/// refused while it is lifted, before the host allocates it (wasmtime's default is 128 MiB).
+pub fn hostcall_fuel(limits: &TierLimits) -> usize {
+    usize::try_from(limits.max_output_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(HOSTCALL_HEADROOM_BYTES)
+}
+
+/// A tier-supplied string made safe to print: control characters (ESC, CR, newlines, ...)
+/// become escapes, so a tier cannot forge log lines or redraw a terminal.
+pub fn printable(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// Largest random buffer a tier may ask for in one call.
 const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 
@@ -110,6 +147,7 @@ impl wit::Host for CallState {}
 
 impl wit_host::Host for CallState {
     fn log(&mut self, level: wit_host::LogLevel, message: String) {
+        let message = printable(message);
         let len = message.len() as u64;
         if self.log_bytes + len > self.log_budget {
             self.logs_dropped += 1;
@@ -146,7 +184,73 @@ impl wit_host::Host for CallState {
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     bindings::Tier::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    frozen_timers(linker)
+}
+
+/// The monotonic-clock interface as wasmtime-wasi defines it (guests importing any 0.2.x
+/// version resolve to it).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Timers that follow the frozen clock. wasmtime-wasi's `subscribe-duration` and
+/// `subscribe-instant` fire in real time even when the clocks are frozen, so a tier could count
+/// polls until a timer fires and measure time. Here a timer that is due at the frozen "now"
+/// (a zero duration, or an instant not after 0) is ready at once; any other never fires, so a
+/// tier that sleeps or waits on a timer runs into its deadline.
+fn frozen_timers(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: wasmtime::StoreContextMut<'_, CallState>, (nanos,): (u64,)| {
+            frozen_timer(store.data_mut(), nanos == 0).map(|r| (r,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: wasmtime::StoreContextMut<'_, CallState>, (when,): (u64,)| {
+            frozen_timer(store.data_mut(), when == 0).map(|r| (r,))
+        },
+    )?;
+    linker.allow_shadowing(false);
     Ok(())
+}
+
+fn frozen_timer(
+    state: &mut CallState,
+    due: bool,
+) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+    let timer = state.table.push(FrozenTimer {
+        due,
+        yielded: false,
+    })?;
+    wasmtime_wasi::p2::subscribe(&mut state.table, timer)
+}
+
+/// A timer on the frozen clock: ready at once when due (after one yield, so a guest polling
+/// in a loop cannot starve the runtime), never otherwise.
+struct FrozenTimer {
+    due: bool,
+    yielded: bool,
+}
+
+impl wasmtime_wasi::p2::Pollable for FrozenTimer {
+    fn ready<'a, 'b>(
+        &'a mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(async move {
+            if !self.due {
+                std::future::pending::<()>().await;
+            }
+            if !self.yielded {
+                self.yielded = true;
+                tokio::task::yield_now().await;
+            }
+        })
+    }
 }
 
 /// Clocks frozen at zero: tiers see the UNIX epoch and a monotonic clock that never moves.
@@ -210,10 +314,10 @@ pub struct Prediction {
 impl From<wit::Prediction> for Prediction {
     fn from(p: wit::Prediction) -> Self {
         Self {
-            label: p.label,
+            label: printable(p.label),
             score: p.score,
             confidence: p.confidence,
-            reasons: p.reasons,
+            reasons: p.reasons.into_iter().map(printable).collect(),
         }
     }
 }
@@ -274,7 +378,11 @@ pub fn new_store(engine: &Engine, setup: &StoreSetup<'_>, request_id: &str) -> S
     let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
     let state = CallState {
         wasi: wasi_ctx(hasher.finish(), stderr.clone()),
-        table: ResourceTable::new(),
+        table: {
+            let mut table = ResourceTable::new();
+            table.set_max_capacity(MAX_RESOURCE_HANDLES);
+            table
+        },
         limiter: TierLimiter::new(setup.limits.max_memory_bytes()),
         stderr,
         params: setup.params.clone(),
@@ -288,6 +396,7 @@ pub fn new_store(engine: &Engine, setup: &StoreSetup<'_>, request_id: &str) -> S
         recheck_ticks: 1,
     };
     let mut store = Store::new(engine, state);
+    store.set_hostcall_fuel(hostcall_fuel(setup.limits));
     store.limiter(|s| &mut s.limiter);
     // Epoch ticks only say "time to look at the clock": the deadline itself is a wall-clock
     // instant, so a late or bursty ticker can make a cut-off late by a tick, never early.
@@ -339,29 +448,32 @@ pub async fn call_predict(
 ) -> wasmtime::Result<Result<TierAnswer, FallbackReason>> {
     Ok(match instance.call_predict(store, request).await? {
         Ok(wit::Outcome::Answer(p)) => Ok(TierAnswer::Answer(p.into())),
-        Ok(wit::Outcome::Abstain(reason)) => Ok(TierAnswer::Abstain(reason)),
+        Ok(wit::Outcome::Abstain(reason)) => Ok(TierAnswer::Abstain(truncate(
+            printable(reason),
+            MAX_MESSAGE_BYTES,
+        ))),
         Err(e) => Err(tier_error(e)),
     })
 }
 
-/// Calls `describe` on a fresh instance of `pre` with default limits (used when loading a
-/// plugin, off the request path).
+/// Calls `describe` on a fresh instance of `pre` under the tier's `limits` (fuel, memory,
+/// output, logs) with `deadline` (used when loading a plugin, off the request path).
 pub async fn describe(
     engine: &Engine,
     pre: &TierPre,
+    limits: &TierLimits,
     deadline: Duration,
     deadline_ticks: u64,
 ) -> Result<Description, FallbackReason> {
-    let limits = TierLimits::default();
     let tier: Arc<str> = Arc::from("describe");
     let setup = StoreSetup {
         tier: &tier,
-        limits: &limits,
+        limits,
         params: &Params::default(),
         model: &Arc::from(Vec::new()),
     };
     let mut store = new_store(engine, &setup, "describe");
-    arm(&mut store, &limits, deadline, deadline_ticks, "describe");
+    arm(&mut store, limits, deadline, deadline_ticks, "describe");
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.call_describe(&mut store).await
@@ -370,7 +482,7 @@ pub async fn describe(
         Err(_) => Err(FallbackReason::Deadline {
             deadline_us: deadline.as_micros() as u64,
         }),
-        Ok(Err(e)) => Err(classify(&e, &store, &limits, deadline)),
+        Ok(Err(e)) => Err(classify(&e, &store, limits, deadline)),
         Ok(Ok(d)) => Ok(Description {
             name: d.name,
             version: d.version,
@@ -417,7 +529,7 @@ fn tier_error(e: wit::TierError) -> FallbackReason {
     };
     FallbackReason::TierError {
         error: error.into(),
-        message: truncate(message, 1024),
+        message: truncate(printable(message), MAX_MESSAGE_BYTES),
     }
 }
 
@@ -458,15 +570,27 @@ pub fn classify(
             detail: "instance pool is full (engine.max_instances)".into(),
         };
     }
+    let message = format!("{error:#}");
+    // wasmtime's host-call data limit (its error type is private): the tier tried to hand the
+    // host more than its limits allow in one transfer.
+    if message.contains("fuel allocated for hostcalls has been exhausted") {
+        return FallbackReason::InvalidOutput {
+            detail: format!(
+                "the tier passed more than {} bytes to the host in one transfer \
+                 (2 x max_output_bytes + 64 KiB)",
+                hostcall_fuel(limits)
+            ),
+        };
+    }
     FallbackReason::Trap {
-        message: with_stderr(format!("{error:#}"), store),
+        message: with_stderr(message, store),
     }
 }
 
 fn with_stderr(message: String, store: &Store<CallState>) -> String {
     let stderr = store.data().stderr.contents();
     let stderr = String::from_utf8_lossy(&stderr);
-    let stderr = stderr.trim();
+    let stderr = printable(stderr.trim().to_string());
     if stderr.is_empty() {
         message
     } else {

@@ -17,7 +17,8 @@
 //! - [`reason`]: every fallback reason; [`events`]: fallback log events and the audit file;
 //! - [`service`]: a cascade as a long-lived service (hot swap, bulkhead); [`server`]: HTTP;
 //!   [`metrics`]: Prometheus; [`alerts`]: fallback-rate alerts;
-//! - [`eval`]: replay labeled data through a cascade under fault scenarios; [`plots`]: its SVGs.
+//! - [`eval`]: replay labeled data through a cascade under fault scenarios; [`plots`]: its SVGs;
+//! - [`drill`]: fire drills: every fault kind injected into every tier, checked per request.
 #![deny(missing_docs)]
 
 pub mod alerts;
@@ -25,6 +26,7 @@ pub mod answer;
 pub mod builtin;
 pub mod cascade;
 pub mod config;
+pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod eval;

@@ -22,6 +22,9 @@ pub const DEFAULT_DEADLINE_MS: u64 = 20;
 pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 16 * 1024;
 /// Default log bytes a tier may write per call; the rest is dropped and counted.
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 4 * 1024;
+/// Default number of reasons an answer may carry: explanations name a few rules or features;
+/// 400,000 empty reasons fit in any byte limit and are still an attack.
+pub const DEFAULT_MAX_REASONS: u64 = 32;
 
 /// `[tier.limits]`: per-call limits of one tier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +41,8 @@ pub struct TierLimits {
     pub max_output_bytes: u64,
     /// Log bytes kept per call.
     pub max_log_bytes: u64,
+    /// Most reasons an answer may carry.
+    pub max_reasons: u64,
 }
 
 impl Default for TierLimits {
@@ -48,6 +53,7 @@ impl Default for TierLimits {
             deadline_ms: DEFAULT_DEADLINE_MS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            max_reasons: DEFAULT_MAX_REASONS,
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The `tierhost` command line: check a cascade config, answer one request, run the demo.
+//! The `tierhost` command line: check a cascade config, answer one request, serve, evaluate,
+//! calibrate, run fire drills, run the demo. The work lives in the library; this is argument
+//! parsing and printing.
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,6 +53,11 @@ enum Command {
     /// Replay labeled rows (CSV) through the cascade under fault scenarios and report, per
     /// scenario, accuracy, coverage, fallbacks and the tier mix; each tier alone is a baseline.
     Eval(EvalArgs),
+    /// Fire drill: inject each fault kind (loop, memory bomb, trap, stack overflow, hang, NaN,
+    /// oversized output, abstain, load failure) into each tier of a copy of the cascade and
+    /// check that every sample request is still answered within the budget with the right
+    /// reason; prints a tier × fault matrix and exits 1 on any gap.
+    Drill(DrillArgs),
     /// Choose each model tier's `min_confidence` so that the accuracy of the answers it keeps
     /// reaches a target on labeled validation data; prints the thresholds as TOML lines.
     Calibrate(CalibrateArgs),
@@ -69,6 +76,8 @@ fn main() -> ExitCode {
         Command::Check { .. } | Command::Serve { .. } => "info",
         Command::Run { .. } => "warn",
         Command::Demo { .. } | Command::Eval(_) | Command::Calibrate(_) => "error",
+        // Every injected load failure logs an error by design; the matrix reports them.
+        Command::Drill(_) => "off",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -95,6 +104,7 @@ fn main() -> ExitCode {
             Command::Serve { config, listen } => serve(&config, listen).await,
             Command::Calibrate(args) => calibrate(args).await,
             Command::Eval(args) => eval(args).await,
+            Command::Drill(args) => drill(args).await,
         }
     });
     match result {
@@ -414,6 +424,73 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         println!("{summary}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+struct DrillArgs {
+    /// Cascade config (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Sample requests, JSON lines (default: the config's `cascade.check_samples`).
+    #[arg(long, conflicts_with = "data")]
+    samples: Option<PathBuf>,
+    /// Or sample requests from a labeled CSV (as for `eval`; the label column is dropped).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Name of the CSV's label column.
+    #[arg(long, default_value = "label", requires = "data")]
+    label_column: String,
+    /// Label mapping of the CSV, as for `eval` (accepted for symmetry; labels are not used).
+    #[arg(long, default_value = "", requires = "data")]
+    labels: String,
+    /// Replay the first N sample requests.
+    #[arg(long, default_value_t = 50)]
+    rows: usize,
+    /// Print the report as one JSON document instead of the matrix.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn drill(args: DrillArgs) -> Result<ExitCode> {
+    use tierhost::drill;
+    anyhow::ensure!(args.rows > 0, "--rows must be at least 1");
+    let config = CascadeConfig::load(&args.config)?;
+    let (source, mut samples) = match (&args.samples, &args.data) {
+        (Some(path), _) => (path.clone(), drill::read_requests(path)?),
+        (None, Some(csv)) => {
+            let rows = tierhost::eval::read_labeled_csv(
+                csv,
+                &args.label_column,
+                &parse_labels(&args.labels)?,
+            )
+            .map_err(anyhow::Error::msg)?;
+            (csv.clone(), rows.into_iter().map(|r| r.request).collect())
+        }
+        (None, None) => {
+            let path = drill::default_samples(&config)?;
+            let samples = drill::read_requests(&path)?;
+            (path, samples)
+        }
+    };
+    let available = samples.len();
+    samples.truncate(args.rows);
+    let source = if available > samples.len() {
+        format!("{} (first {} of {available})", source.display(), samples.len())
+    } else {
+        source.display().to_string()
+    };
+    let engine = tierhost::TierEngine::new(&config.engine, &config.base_dir)?;
+    let report = drill::run(&engine, &config, &source, &samples).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", drill::render(&report));
+    }
+    Ok(if report.gaps == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn serve(config_path: &Path, listen: Option<String>) -> Result<ExitCode> {

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::TierEngine;
 use crate::error::LoadError;
 use crate::guest::{self, TierKind, TierPre};
+use crate::limits::TierLimits;
 
 /// Deadline for `describe` at load time: generous, since it runs once and off the request path.
 const DESCRIBE_DEADLINE: Duration = Duration::from_millis(500);
@@ -42,21 +43,45 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// Loads `source` (`builtin:<name>` or a path relative to `base_dir`).
+    /// Loads `source` (`builtin:<name>` or a path relative to `base_dir`), describing it under
+    /// the default tier limits.
     pub async fn load(
         engine: &TierEngine,
         source: &str,
         base_dir: &Path,
     ) -> Result<Self, LoadError> {
-        let bytes = read_source(source, base_dir)?;
-        Self::from_bytes(engine, source, &bytes).await
+        Self::load_for(engine, source, base_dir, &TierLimits::default()).await
     }
 
-    /// Loads a component from its bytes.
+    /// Loads `source` for a tier with `limits`: `describe` runs under them.
+    pub async fn load_for(
+        engine: &TierEngine,
+        source: &str,
+        base_dir: &Path,
+        limits: &TierLimits,
+    ) -> Result<Self, LoadError> {
+        let bytes = read_source(source, base_dir)?;
+        Self::from_bytes_for(engine, source, &bytes, limits).await
+    }
+
+    /// Loads a component from its bytes, describing it under the default tier limits.
     pub async fn from_bytes(
         engine: &TierEngine,
         source: &str,
         wasm: &[u8],
+    ) -> Result<Self, LoadError> {
+        Self::from_bytes_for(engine, source, wasm, &TierLimits::default()).await
+    }
+
+    /// Loads a component from its bytes for a tier with `limits`. `describe` runs under the
+    /// tier's fuel, memory and output limits; its deadline is [`DESCRIBE_DEADLINE`] (loading
+    /// is off the request path, and a cold first instance on a busy host can take longer than
+    /// a fallback tier's few-millisecond call deadline).
+    pub async fn from_bytes_for(
+        engine: &TierEngine,
+        source: &str,
+        wasm: &[u8],
+        limits: &TierLimits,
     ) -> Result<Self, LoadError> {
         let sha256 = hex::encode(Sha256::digest(wasm));
         let component = engine.compile(wasm, &sha256)?;
@@ -69,6 +94,7 @@ impl Plugin {
         let description = guest::describe(
             engine.engine(),
             &pre,
+            limits,
             DESCRIBE_DEADLINE,
             engine.deadline_ticks(DESCRIBE_DEADLINE),
         )
@@ -82,6 +108,13 @@ impl Plugin {
                 return Err(LoadError::Describe(format!(
                     "{what} must be 1..={MAX_DESCRIPTION_BYTES} bytes, got {}",
                     value.len()
+                )));
+            }
+            // Names and versions reach terminals, logs and metric labels: printable only.
+            if value.chars().any(|c| c.is_control()) {
+                return Err(LoadError::Describe(format!(
+                    "{what} {:?} contains control characters",
+                    guest::printable(value.clone())
                 )));
             }
         }

@@ -118,26 +118,7 @@ fn decode_value(name: &str, value: serde_json::Value) -> Result<FeatureValue, Re
     Ok(match value {
         Value::Null => FeatureValue::Null,
         Value::Bool(b) => FeatureValue::Bool(b),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                FeatureValue::Integer(i)
-            } else if n.is_u64() {
-                return Err(RequestError::Feature {
-                    name: name.into(),
-                    problem: format!("integer {n} does not fit in a signed 64-bit integer"),
-                });
-            } else {
-                match n.as_f64() {
-                    Some(x) if x.is_finite() => FeatureValue::Float(x),
-                    _ => {
-                        return Err(RequestError::Feature {
-                            name: name.into(),
-                            problem: format!("number {n} is not finite"),
-                        });
-                    }
-                }
-            }
-        }
+        Value::Number(n) => decode_number(name, &n)?,
         Value::String(s) if s.len() > MAX_TEXT_BYTES => {
             return Err(RequestError::Feature {
                 name: name.into(),
@@ -158,6 +139,28 @@ fn decode_value(name: &str, value: serde_json::Value) -> Result<FeatureValue, Re
             });
         }
     })
+}
+
+/// A JSON number, judged by its literal (serde_json keeps it with `arbitrary_precision`): an
+/// integer literal (no fraction, no exponent) must fit in i64 and stays an integer (`-0` is 0);
+/// anything else is a float, correctly rounded, and must be finite.
+fn decode_number(name: &str, n: &serde_json::Number) -> Result<FeatureValue, RequestError> {
+    let literal = n.to_string();
+    let problem = |problem: String| RequestError::Feature {
+        name: name.into(),
+        problem,
+    };
+    if !literal.contains(['.', 'e', 'E']) {
+        return literal.parse::<i64>().map(FeatureValue::Integer).map_err(|_| {
+            problem(format!(
+                "integer {literal} does not fit in a signed 64-bit integer"
+            ))
+        });
+    }
+    match literal.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(FeatureValue::Float(x)),
+        _ => Err(problem(format!("number {literal} is not finite"))),
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +193,32 @@ mod tests {
         assert!(err.to_string().contains("JSON"), "{err}");
         let err = Request::from_json(r#"{"id":"","features":{}}"#).unwrap_err();
         assert!(err.to_string().contains("`id`"), "{err}");
+    }
+
+    #[test]
+    fn numbers_are_read_as_clients_write_them() {
+        let one = |literal: &str| {
+            Request::from_json(&format!(r#"{{"features":{{"x":{literal}}}}}"#))
+                .map(|r| r.features[0].1.clone())
+        };
+        // Integer literals: the whole i64 range, nothing beyond, whatever the magnitude.
+        assert_eq!(one("-9223372036854775808").unwrap(), FeatureValue::Integer(i64::MIN));
+        assert_eq!(one("9223372036854775807").unwrap(), FeatureValue::Integer(i64::MAX));
+        for too_big in ["9223372036854775808", "18446744073709551616"] {
+            let err = one(too_big).unwrap_err().to_string();
+            assert!(err.contains("`x`") && err.contains("64-bit"), "{err}");
+        }
+        let err = one("-9223372036854775809").unwrap_err().to_string();
+        assert!(err.contains("64-bit"), "{err}");
+        // -0 is the integer 0 (a flag sent as -0 is still a flag).
+        assert_eq!(one("-0").unwrap(), FeatureValue::Integer(0));
+        // Floats are correctly rounded, as every client prints them.
+        let x = "5000.000000000000455";
+        assert_eq!(one(x).unwrap(), FeatureValue::Float(x.parse().unwrap()));
+        assert_ne!(x.parse::<f64>().unwrap(), 5000.0);
+        assert_eq!(one("1e20").unwrap(), FeatureValue::Float(1e20));
+        assert_eq!(one("-0.0").unwrap(), FeatureValue::Float(-0.0));
+        assert!(one("1e400").unwrap_err().to_string().contains("not finite"));
     }
 
     #[test]

@@ -21,8 +21,9 @@ use crate::reason::FallbackReason;
 use crate::request::Request;
 
 /// Extra time past the request budget before the host gives up on a request and answers with
-/// the safe default (scheduling delays; tiers themselves are cut off at the budget).
-const BUDGET_GRACE: Duration = Duration::from_millis(50);
+/// the safe default (scheduling delays; tiers themselves are cut off at the budget). `tierhost
+/// drill` holds every drilled request to the budget plus this grace.
+pub const BUDGET_GRACE: Duration = Duration::from_millis(50);
 
 /// A loaded cascade with the config it came from.
 pub struct Loaded {

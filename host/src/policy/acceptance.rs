@@ -4,6 +4,7 @@
 //! own verdict ([`super::confidence`]).
 use super::TierPolicy;
 use crate::config::AcceptConfig;
+use crate::limits::TierLimits;
 use crate::guest::Prediction;
 use crate::reason::FallbackReason;
 
@@ -12,8 +13,8 @@ use crate::reason::FallbackReason;
 pub struct Acceptance {
     /// Allowed labels and score range.
     pub accept: AcceptConfig,
-    /// Largest label + reasons, in bytes (`limits.max_output_bytes`).
-    pub max_output_bytes: u64,
+    /// The tier's limits (`max_output_bytes`, `max_reasons`).
+    pub limits: TierLimits,
 }
 
 impl TierPolicy for Acceptance {
@@ -22,7 +23,7 @@ impl TierPolicy for Acceptance {
     }
 
     fn judge(&self, prediction: &Prediction) -> Result<(), FallbackReason> {
-        contract(prediction, self.max_output_bytes)?;
+        contract(prediction, &self.limits)?;
         constraints(prediction, &self.accept)
     }
 }
@@ -33,7 +34,15 @@ fn invalid(detail: String) -> Result<(), FallbackReason> {
 
 /// The contract every answer must keep, whatever the config: a tier that breaks it is faulty
 /// (`tierhost check` and the reload sample check refuse it).
-pub fn contract(prediction: &Prediction, max_output_bytes: u64) -> Result<(), FallbackReason> {
+pub fn contract(prediction: &Prediction, limits: &TierLimits) -> Result<(), FallbackReason> {
+    let max_output_bytes = limits.max_output_bytes;
+    if prediction.reasons.len() as u64 > limits.max_reasons {
+        return invalid(format!(
+            "{} reasons, limit max_reasons = {}",
+            prediction.reasons.len(),
+            limits.max_reasons
+        ));
+    }
     if !prediction.score.is_finite() {
         return invalid(format!("score is {} (must be finite)", prediction.score));
     }
@@ -86,7 +95,7 @@ mod tests {
                 score_min: Some(0.0),
                 score_max: Some(1.0),
             },
-            max_output_bytes: crate::limits::DEFAULT_MAX_OUTPUT_BYTES,
+            limits: TierLimits::default(),
         }
     }
 
@@ -117,7 +126,13 @@ mod tests {
         let mut big = p("allow", 0.2, 0.9);
         big.reasons.push("x".repeat(20_000));
         assert_eq!(kind(check(&big)), "invalid-output");
-        assert_eq!(kind(contract(&big, 16 * 1024)), "invalid-output");
-        assert_eq!(contract(&p("maybe", 0.2, 0.9), 16 * 1024), Ok(()));
+        let limits = TierLimits::default();
+        assert_eq!(kind(contract(&big, &limits)), "invalid-output");
+        assert_eq!(contract(&p("maybe", 0.2, 0.9), &limits), Ok(()));
+        let mut many = p("allow", 0.2, 0.9);
+        many.reasons = vec![String::new(); 33];
+        assert!(contract(&many, &limits).unwrap_err().to_string().contains("max_reasons"));
+        many.reasons.pop();
+        assert_eq!(contract(&many, &limits), Ok(()));
     }
 }

@@ -23,7 +23,9 @@
 //! | `huge-reason` | answers with a 10 MB reason | invalid output (oversized) |
 //! | `bad-label` | answers with label `not-a-label` | invalid output (label not allowed) |
 //! | `log-flood` | logs `bytes` bytes in 1 KiB lines, then answers | logs truncated, served |
-//! | `abstain` | abstains | abstained |
+//! | `abstain` | abstains (with a reason of `reason_bytes` bytes when set) | abstained (reason cut at 1 KiB) |
+//! | `many-reasons` | answers with `count` empty reasons | invalid output (too many reasons / too much data) |
+//! | `control-chars` | answers with ESC / CR / newline in its label and reasons | escaped wherever shown |
 //! | `error` | returns a tier error | tier error |
 //! | `read-file` | tries to read `/etc/passwd` and list `/` | tier error naming the denial |
 //! | `read-env` | tries to read environment variables | tier error naming the denial |
@@ -184,7 +186,20 @@ impl Guest for Chaos {
                 }
                 Ok(answer(&label, score, confidence, vec!["flooded".into()]))
             }
-            "abstain" => Ok(Outcome::Abstain("chaos: abstaining on purpose".into())),
+            "abstain" => match params.integer_or("reason_bytes", 0)? {
+                0 => Ok(Outcome::Abstain("chaos: abstaining on purpose".into())),
+                n => Ok(Outcome::Abstain("r".repeat(n as usize))),
+            },
+            "many-reasons" => {
+                let count = params.integer_or("count", 400_000)? as usize;
+                Ok(answer(&label, score, confidence, vec![String::new(); count]))
+            }
+            "control-chars" => Ok(answer(
+                "allow\u{1b}[2K\rrules",
+                score,
+                confidence,
+                vec!["line\nforged: served_by=primary".into()],
+            )),
             "error" => Err(TierError::Internal("chaos: deliberate tier error".into())),
             "read-file" => {
                 if let Ok(text) = std::fs::read_to_string("/etc/passwd") {

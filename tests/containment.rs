@@ -233,7 +233,10 @@ async fn output_entries_and_abstain_reasons_are_bounded() {
     let answer = cascade(&toml).await.predict(&request("reasons")).await;
     assert_eq!(kinds(&answer), vec!["invalid-output"]);
     let message = answer.trail[0].message.clone().unwrap_or_default();
-    assert!(message.contains("100 reasons, limit max_reasons = 32"), "{message}");
+    assert!(
+        message.contains("100 reasons, limit max_reasons = 32"),
+        "{message}"
+    );
 
     // 400,000 empty reasons: refused while lifting, before the host allocates them.
     let toml = format!(

@@ -577,7 +577,7 @@ async fn fallback_rate_alert_fires_and_posts_to_the_webhook() {
     tokio::spawn(async move { axum::serve(hook, app).await });
 
     let config = format!(
-        "[alerts]\nfallback_rate = 0.10\nwindow_s = 60\nmin_requests = 5\nwebhook = \"{hook_url}\"\n{}{RULES_FILE_TIER}",
+        "[alerts]\nfallback_rate = 0.10\nwindow_s = 60\nmin_requests = 5\nfor_s = 0\nwebhook = \"{hook_url}\"\n{}{RULES_FILE_TIER}",
         "[[tier]]\nname = \"primary\"\nplugin = \"builtin:chaos\"\n[tier.params]\nmode = \"flaky\"\nfault_rate = 0.5\n"
     );
     let server = Server::start(&config).await;

@@ -1,7 +1,9 @@
 //! Fallback-rate alerts: per tier, the share of its calls that fell back over a sliding window
-//! (default: more than 10% over 5 minutes, as reference article 004 suggests). When an alert
-//! fires or clears: a WARN log event, the `tierhost_fallback_alert_firing` metric, and an
-//! optional webhook POST.
+//! (default: more than 10% over 5 minutes, as reference article 004 suggests). Like a
+//! Prometheus rule with `for:`, an alert fires only once the rate has stayed above the
+//! threshold for `for_s` seconds, and resolves once it has stayed below for as long. When an
+//! alert fires or clears: a WARN log event, the `tierhost_fallback_alert_firing` metric, and
+//! an optional webhook POST.
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -32,6 +34,8 @@ struct Window {
     /// (second, calls, fallbacks), oldest first.
     buckets: VecDeque<(u64, u64, u64)>,
     firing: bool,
+    /// Second since which the condition has disagreed with `firing` (pending transition).
+    pending_since: Option<u64>,
 }
 
 impl Window {
@@ -109,7 +113,12 @@ impl FallbackAlerts {
                 falls as f64 / calls as f64
             };
             let should_fire = calls >= self.config.min_requests && rate > self.config.fallback_rate;
-            if should_fire != window.firing {
+            if should_fire == window.firing {
+                window.pending_since = None;
+            } else if second.saturating_sub(*window.pending_since.get_or_insert(second))
+                >= self.config.for_s
+            {
+                window.pending_since = None;
                 window.firing = should_fire;
                 events.push(AlertEvent {
                     tier: tier.clone(),
@@ -190,6 +199,7 @@ mod tests {
             fallback_rate: 0.10,
             window_s: 60,
             min_requests: 20,
+            for_s: 0,
             webhook: None,
         });
         // 10% exactly does not fire (the rule is "more than").
@@ -214,6 +224,47 @@ mod tests {
         let (events, _) = alerts.evaluate(70);
         assert_eq!(events[0].state, "resolved");
         assert!(alerts.firing().is_empty());
+    }
+
+    #[test]
+    fn fires_only_after_the_rate_stayed_high_for_for_s() {
+        let alerts = FallbackAlerts::new(AlertConfig {
+            window_s: 60,
+            min_requests: 20,
+            for_s: 300,
+            ..AlertConfig::default()
+        });
+        for _ in 0..40 {
+            alerts.observe(&answer(true), 0);
+        }
+        assert!(
+            alerts.evaluate(2).0.is_empty(),
+            "high, but not for 300 s yet"
+        );
+        // Still high at 301 s (traffic keeps the window full of fallbacks).
+        for second in [60, 120, 180, 240, 300] {
+            for _ in 0..40 {
+                alerts.observe(&answer(true), second);
+            }
+            assert!(alerts.evaluate(second).0.is_empty(), "{second}");
+        }
+        let (events, _) = alerts.evaluate(302);
+        assert_eq!(events[0].state, "firing");
+        // A dip shorter than for_s does not resolve it.
+        for _ in 0..100 {
+            alerts.observe(&answer(false), 400);
+        }
+        assert!(alerts.evaluate(400).0.is_empty());
+        for second in [460, 520, 580, 640] {
+            for _ in 0..100 {
+                alerts.observe(&answer(false), second);
+            }
+            let (events, _) = alerts.evaluate(second);
+            assert!(events.is_empty(), "{second}");
+        }
+        // Low since 400 s: resolved 300 s later.
+        let (events, _) = alerts.evaluate(700);
+        assert_eq!(events[0].state, "resolved");
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct AlertConfig {
     pub window_s: u64,
     /// Calls a tier must have seen in the window before its alert can fire.
     pub min_requests: u64,
+    /// Seconds the rate must stay above the threshold before the alert fires (and below it
+    /// before it resolves), like a Prometheus rule's `for:`.
+    pub for_s: u64,
     /// Optional `http://` URL that receives a JSON POST when an alert fires or clears.
     pub webhook: Option<String>,
 }
@@ -131,6 +134,7 @@ impl Default for AlertConfig {
             fallback_rate: 0.10,
             window_s: 300,
             min_requests: 20,
+            for_s: 300,
             webhook: None,
         }
     }
@@ -189,7 +193,9 @@ pub struct TierConfig {
     #[serde(default = "default_warm_instances")]
     pub warm_instances: usize,
     /// Calls of this tier in flight at once (bulkhead); beyond it the tier is skipped (`shed`).
-    #[serde(default = "default_max_concurrent")]
+    /// Unset (or 0): a fair share of `engine.max_instances` (what the tiers that set it leave,
+    /// split evenly, at most 64), filled in when the config is parsed.
+    #[serde(default)]
     pub max_concurrent: usize,
     /// Per-call sandbox limits.
     #[serde(default)]
@@ -225,10 +231,20 @@ pub const MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
 fn default_warm_instances() -> usize {
     4
 }
-/// Default bulkhead per tier: far above what 2-8 cores can run at once, low enough that a
-/// tier stuck in blocking calls cannot hold every instance slot.
-fn default_max_concurrent() -> usize {
-    64
+/// Largest default bulkhead per tier: far above what 2-8 cores can run at once, low enough
+/// that a tier stuck in blocking calls cannot hold every instance slot.
+pub const DEFAULT_MAX_CONCURRENT: usize = 64;
+
+impl TierConfig {
+    /// Pool slots this tier may hold at once: its calls in flight plus its idle warm
+    /// instances (`instances = "reuse"`).
+    pub fn pool_slots(&self) -> u64 {
+        let warm = match self.instances {
+            InstanceMode::Reuse => self.warm_instances,
+            InstanceMode::Fresh => 0,
+        };
+        (self.max_concurrent + warm) as u64
+    }
 }
 
 /// `[tier.accept]`: constraints an answer must satisfy to be served.
@@ -308,8 +324,31 @@ impl CascadeConfig {
         })?;
         config.base_dir = base_dir.to_path_buf();
         config.source = source.to_path_buf();
+        config.share_instance_pool();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Gives every tier without a `max_concurrent` an even share of the instance slots the
+    /// others leave (at most [`DEFAULT_MAX_CONCURRENT`]); [`Self::validate`] then checks that the
+    /// tiers' reservations fit in `engine.max_instances`.
+    fn share_instance_pool(&mut self) {
+        let unset = self.tiers.iter().filter(|t| t.max_concurrent == 0).count() as u64;
+        if unset == 0 {
+            return;
+        }
+        let reserved: u64 = self
+            .tiers
+            .iter()
+            .filter(|t| t.max_concurrent != 0)
+            .map(TierConfig::pool_slots)
+            .sum();
+        let share = u64::from(self.engine.max_instances).saturating_sub(reserved) / unset;
+        for tier in self.tiers.iter_mut().filter(|t| t.max_concurrent == 0) {
+            let warm = tier.pool_slots();
+            let calls = usize::try_from(share.saturating_sub(warm)).unwrap_or(usize::MAX);
+            tier.max_concurrent = calls.clamp(1, DEFAULT_MAX_CONCURRENT);
+        }
     }
 
     fn invalid(&self, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -369,6 +408,21 @@ impl CascadeConfig {
             cache
                 .validate()
                 .map_err(|(field, problem)| self.invalid(format!("cache.{field}"), problem))?;
+        }
+        // Partition the instance pool: the tiers' bulkheads together fit in it, so a tier
+        // running at its max_concurrent can never take the slots the next tier needs.
+        let reserved: u64 = self.tiers.iter().map(TierConfig::pool_slots).sum();
+        if reserved > u64::from(self.engine.max_instances) {
+            return Err(self.invalid(
+                "tier.max_concurrent",
+                format!(
+                    "the tiers reserve {reserved} instance slots (max_concurrent, plus \
+                     warm_instances with instances = \"reuse\"), more than \
+                     engine.max_instances = {}: one tier at its limit could starve the others \
+                     of instances; lower max_concurrent or raise engine.max_instances",
+                    self.engine.max_instances
+                ),
+            ));
         }
         let mut seen = BTreeMap::new();
         for (i, tier) in self.tiers.iter().enumerate() {
@@ -534,6 +588,40 @@ mod tests {
         assert_eq!(c.tiers[0].limits, TierLimits::default());
         assert_eq!(c.tiers[0].instances, InstanceMode::Fresh);
         assert_eq!(c.safe_default.label, "review");
+        assert_eq!(c.tiers[0].max_concurrent, DEFAULT_MAX_CONCURRENT);
+    }
+
+    #[test]
+    fn the_instance_pool_is_partitioned_between_tiers() {
+        let tier = |name: &str, extra: &str| {
+            format!("[[tier]]\nname = \"{name}\"\nplugin = \"builtin:rules\"\n{extra}")
+        };
+        // Six tiers without a bulkhead share 256 slots: 42 each, never more than the pool.
+        let six: String = (0..6).map(|i| tier(&format!("t{i}"), "")).collect();
+        let c = parse(&six).unwrap();
+        assert!(c.tiers.iter().all(|t| t.max_concurrent == 42));
+        // One tier that asks for 200 leaves 56 for the other two.
+        let c = parse(&format!(
+            "{}{}{}",
+            tier("big", "max_concurrent = 200\n"),
+            tier("a", ""),
+            tier("b", "instances = \"reuse\"\nwarm_instances = 4\n")
+        ))
+        .unwrap();
+        assert_eq!(c.tiers[1].max_concurrent, 28);
+        assert_eq!(c.tiers[2].max_concurrent, 24, "its 4 warm instances count");
+        // Reservations beyond the pool are refused, naming the fix.
+        let err = parse(&format!(
+            "{}{}",
+            tier("a", "max_concurrent = 200\n"),
+            tier("b", "max_concurrent = 100\n")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("max_concurrent") && err.contains("engine.max_instances"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub enum Fault {
     Hang,
     /// Answers with a NaN score.
     Nan,
-    /// Answers with a 10 MB reason.
+    /// Answers with a reason twice the tier's `max_output_bytes`.
     OversizedOutput,
     /// Abstains.
     Abstain,
@@ -290,10 +290,9 @@ pub fn check_answer(
         Decision::Answer { label, .. } if label.is_empty() => {
             problems.push(("bad-answer".into(), "the answer has an empty label".into()));
         }
-        Decision::Abstain { reason } if reason.is_empty() => problems.push((
-            "bad-answer".into(),
-            "the abstention gives no reason".into(),
-        )),
+        Decision::Abstain { reason } if reason.is_empty() => {
+            problems.push(("bad-answer".into(), "the abstention gives no reason".into()))
+        }
         _ => {}
     }
     if elapsed > limit {
@@ -518,6 +517,17 @@ pub fn faulted(base: &CascadeConfig, index: usize, fault: Fault, corrupt: &Path)
     if let Some(tier) = config.tiers.get_mut(index) {
         match fault.chaos_mode() {
             Some(mode) => {
+                let mut params = toml::Table::new();
+                if fault == Fault::OversizedOutput {
+                    // Twice the tier's output limit: clearly oversized, yet cheap enough to
+                    // build within the tier's fuel (a fixed 10 MB reason runs out of fuel
+                    // first under default limits, and the output guard would go untested).
+                    let bytes = tier.limits.max_output_bytes.saturating_mul(2);
+                    params.insert(
+                        "bytes".into(),
+                        toml::Value::Integer(i64::try_from(bytes).unwrap_or(i64::MAX)),
+                    );
+                }
                 tier.chaos = Some(ChaosConfig {
                     mode: mode.into(),
                     rate: 1.0,
@@ -525,7 +535,7 @@ pub fn faulted(base: &CascadeConfig, index: usize, fault: Fault, corrupt: &Path)
                     from_s: None,
                     until_s: None,
                     latency_ms: None,
-                    params: Default::default(),
+                    params,
                 });
             }
             None => tier.plugin = corrupt.to_string_lossy().into_owned(),
@@ -543,10 +553,8 @@ impl Scratch {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "tierhost-drill-{}-{nanos}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("tierhost-drill-{}-{nanos}", std::process::id()));
         // create_dir (not _all) fails if the name exists, so nothing pre-placed is reused.
         std::fs::create_dir(&path).map_err(|source| DrillError::Scratch {
             path: path.clone(),
@@ -651,9 +659,13 @@ pub async fn run(
             .iter()
             .map(|f| FaultSpec {
                 fault: *f,
-                injected_as: f
-                    .chaos_mode()
-                    .map_or("corrupt plugin".into(), |m| format!("chaos mode {m}")),
+                injected_as: match (f, f.chaos_mode()) {
+                    (Fault::OversizedOutput, Some(m)) => {
+                        format!("chaos mode {m}, bytes = 2 x max_output_bytes")
+                    }
+                    (_, Some(m)) => format!("chaos mode {m}"),
+                    (_, None) => "corrupt plugin (not a component)".into(),
+                },
                 expect: f.expected().to_vec(),
             })
             .collect(),
@@ -757,7 +769,7 @@ pub fn render(report: &DrillReport) -> String {
                         .collect();
                     let unlisted = cell.failed.saturating_sub(MAX_LISTED_REQUESTS);
                     if unlisted > 0 {
-                        listed.push(format!("and {unlisted} more requests"));
+                        listed.push(format!("and {unlisted} more failed requests"));
                     }
                     format!(
                         "{} of {} requests failed: {}",
@@ -780,7 +792,11 @@ pub fn render(report: &DrillReport) -> String {
 /// Requests that reached a tier (the same in every cell of its row, since the tiers before
 /// it are healthy; shown as a range if timing made them differ).
 fn reached(row: &TierRow, requests: usize) -> String {
-    let counts: Vec<usize> = row.cells.iter().map(|c| c.requests - c.not_reached).collect();
+    let counts: Vec<usize> = row
+        .cells
+        .iter()
+        .map(|c| c.requests - c.not_reached)
+        .collect();
     let (lo, hi) = (
         counts.iter().copied().min().unwrap_or(0),
         counts.iter().copied().max().unwrap_or(0),
@@ -863,10 +879,13 @@ mod tests {
         let wrong = check_answer(
             &answer(
                 vec![
-                    fell("primary", FallbackReason::MemoryLimit {
-                        requested: 1 << 30,
-                        limit: 1 << 24,
-                    }),
+                    fell(
+                        "primary",
+                        FallbackReason::MemoryLimit {
+                            requested: 1 << 30,
+                            limit: 1 << 24,
+                        },
+                    ),
                     served("rules"),
                 ],
                 "rules",
@@ -925,9 +944,10 @@ mod tests {
         let gated = check_answer(
             &answer(
                 vec![
-                    fell("primary", FallbackReason::OutOfDistribution {
-                        detail: "x".into(),
-                    }),
+                    fell(
+                        "primary",
+                        FallbackReason::OutOfDistribution { detail: "x".into() },
+                    ),
                     served("rules"),
                 ],
                 "rules",
@@ -967,10 +987,19 @@ mod tests {
         assert_eq!(removed, vec!["[cache]", "tier \"a\".breaker"]);
         assert!(base.cache.is_none() && base.tiers[0].breaker.is_none());
         let hang = faulted(&base, 1, Fault::Hang, Path::new("/x"));
-        assert_eq!(hang.tiers[1].chaos.as_ref().map(|c| c.mode.as_str()), Some("sleep"));
+        assert_eq!(
+            hang.tiers[1].chaos.as_ref().map(|c| c.mode.as_str()),
+            Some("sleep")
+        );
         assert!(hang.tiers[0].chaos.is_none());
         let broken = faulted(&base, 0, Fault::LoadFailure, Path::new("/x/corrupt.wasm"));
         assert_eq!(broken.tiers[0].plugin, "/x/corrupt.wasm");
         assert!(broken.tiers[0].chaos.is_none());
+        let big = faulted(&base, 0, Fault::OversizedOutput, Path::new("/x"));
+        let chaos = big.tiers[0]
+            .chaos
+            .as_ref()
+            .map(|c| (c.mode.as_str(), c.params["bytes"].as_integer()));
+        assert_eq!(chaos, Some(("huge-reason", Some(2 * 16_384))));
     }
 }

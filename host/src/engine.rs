@@ -59,10 +59,15 @@ impl TierEngine {
         let stack = limits.max_wasm_stack_kib as usize * KIB;
         let mut pool = PoolingAllocationConfig::new();
         let slots = limits.max_instances;
+        // Every component instance can have its per-component maximum of core instances,
+        // memories and tables at once: a component that declares many of them can exhaust
+        // only its own tier's share of component slots (its bulkhead), never the pool's
+        // core-instance or table slots that other tiers need. The extra slots are address
+        // space reserved lazily, not memory.
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 4)
+            .total_core_instances(slots * MAX_CORE_INSTANCES_PER_COMPONENT)
             .total_memories(slots)
-            .total_tables(slots * 2)
+            .total_tables(slots * MAX_TABLES_PER_COMPONENT)
             .total_stacks(slots)
             .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(1)

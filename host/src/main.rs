@@ -475,7 +475,11 @@ async fn drill(args: DrillArgs) -> Result<ExitCode> {
     let available = samples.len();
     samples.truncate(args.rows);
     let source = if available > samples.len() {
-        format!("{} (first {} of {available})", source.display(), samples.len())
+        format!(
+            "{} (first {} of {available})",
+            source.display(),
+            samples.len()
+        )
     } else {
         source.display().to_string()
     };

@@ -151,11 +151,14 @@ fn decode_number(name: &str, n: &serde_json::Number) -> Result<FeatureValue, Req
         problem,
     };
     if !literal.contains(['.', 'e', 'E']) {
-        return literal.parse::<i64>().map(FeatureValue::Integer).map_err(|_| {
-            problem(format!(
-                "integer {literal} does not fit in a signed 64-bit integer"
-            ))
-        });
+        return literal
+            .parse::<i64>()
+            .map(FeatureValue::Integer)
+            .map_err(|_| {
+                problem(format!(
+                    "integer {literal} does not fit in a signed 64-bit integer"
+                ))
+            });
     }
     match literal.parse::<f64>() {
         Ok(x) if x.is_finite() => Ok(FeatureValue::Float(x)),
@@ -202,8 +205,14 @@ mod tests {
                 .map(|r| r.features[0].1.clone())
         };
         // Integer literals: the whole i64 range, nothing beyond, whatever the magnitude.
-        assert_eq!(one("-9223372036854775808").unwrap(), FeatureValue::Integer(i64::MIN));
-        assert_eq!(one("9223372036854775807").unwrap(), FeatureValue::Integer(i64::MAX));
+        assert_eq!(
+            one("-9223372036854775808").unwrap(),
+            FeatureValue::Integer(i64::MIN)
+        );
+        assert_eq!(
+            one("9223372036854775807").unwrap(),
+            FeatureValue::Integer(i64::MAX)
+        );
         for too_big in ["9223372036854775808", "18446744073709551616"] {
             let err = one(too_big).unwrap_err().to_string();
             assert!(err.contains("`x`") && err.contains("64-bit"), "{err}");

@@ -4,8 +4,8 @@
 //! own verdict ([`super::confidence`]).
 use super::TierPolicy;
 use crate::config::AcceptConfig;
-use crate::limits::TierLimits;
 use crate::guest::Prediction;
+use crate::limits::TierLimits;
 use crate::reason::FallbackReason;
 
 /// The contract and the `[tier.accept]` constraints of one tier.
@@ -131,7 +131,12 @@ mod tests {
         assert_eq!(contract(&p("maybe", 0.2, 0.9), &limits), Ok(()));
         let mut many = p("allow", 0.2, 0.9);
         many.reasons = vec![String::new(); 33];
-        assert!(contract(&many, &limits).unwrap_err().to_string().contains("max_reasons"));
+        assert!(
+            contract(&many, &limits)
+                .unwrap_err()
+                .to_string()
+                .contains("max_reasons")
+        );
         many.reasons.pop();
         assert_eq!(contract(&many, &limits), Ok(()));
     }

@@ -20,7 +20,7 @@
 //! | `recursion` | unbounded recursion | stack overflow |
 //! | `nan` | answers with a NaN score | invalid output |
 //! | `overconfident` | answers with confidence 1.5 | invalid output |
-//! | `huge-reason` | answers with a 10 MB reason | invalid output (oversized) |
+//! | `huge-reason` | answers with a reason of `bytes` bytes (default 10 MB) | invalid output (oversized) |
 //! | `bad-label` | answers with label `not-a-label` | invalid output (label not allowed) |
 //! | `log-flood` | logs `bytes` bytes in 1 KiB lines, then answers | logs truncated, served |
 //! | `abstain` | abstains (with a reason of `reason_bytes` bytes when set) | abstained (reason cut at 1 KiB) |
@@ -171,12 +171,13 @@ impl Guest for Chaos {
             }
             "nan" => Ok(answer(&label, f64::NAN, confidence, vec![])),
             "overconfident" => Ok(answer(&label, score, 1.5, vec![])),
-            "huge-reason" => Ok(answer(
-                &label,
-                score,
-                confidence,
-                vec!["x".repeat(10 << 20)],
-            )),
+            "huge-reason" => {
+                // `bytes` lets a drill size the output just past a tier's max_output_bytes, so
+                // it is built within the tier's fuel and the output guard itself is tested.
+                let bytes = usize::try_from(params.integer_or("bytes", 10 << 20)?)
+                    .map_err(|_| TierError::BadParams("param `bytes` must be >= 0".into()))?;
+                Ok(answer(&label, score, confidence, vec!["x".repeat(bytes)]))
+            }
             "bad-label" => Ok(answer("not-a-label", score, confidence, vec![])),
             "log-flood" => {
                 let bytes = params.integer_or("bytes", 1 << 20)? as usize;

@@ -36,5 +36,13 @@ echo "==> cargo clippy (guest tiers, wasm32-wasip2)"
 echo "==> cargo test --release"
 cargo test --release --no-fail-fast
 
+# Fire drills on the example cascades: every fault kind injected into every tier; exits
+# non-zero on any gap (a wrong reason, a request over budget, a fallback no sample exercises).
+echo "==> tierhost drill (examples/fraud, examples/phishing)"
+target/release/tierhost drill --config examples/fraud/cascade.toml \
+    --samples examples/fraud/requests.jsonl
+target/release/tierhost drill --config examples/phishing/cascade.toml \
+    --data examples/phishing/data/test.csv --labels 1=phishing,0=legitimate --rows 30
+
 echo '==> benchmark smoke run (checks the bench program still works; README figures come from cargo bench)'
 cargo bench --bench sandbox -- --smoke

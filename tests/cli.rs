@@ -213,3 +213,141 @@ fn eval_prints_json_and_rejects_bad_arguments_clearly() {
     );
     assert_no_panic(&stderr);
 }
+
+/// A valid component whose one core function has `n` instructions: cheap to write, slow to
+/// compile (the class of plugin that held `tierhost check` for minutes).
+fn huge_function_component(n: usize) -> Vec<u8> {
+    let mut body = String::with_capacity(n * 24);
+    body.push_str("(component (core module (func (export \"f\") (result i32) i32.const 0");
+    for i in 0..n {
+        body.push_str(&format!(" i32.const {} i32.add", i % 1000));
+    }
+    body.push_str(")))");
+    wat::parse_str(&body).expect("valid component text")
+}
+
+#[test]
+fn check_stops_a_compilation_that_runs_past_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("slow.wasm"),
+        huge_function_component(400_000),
+    )
+    .unwrap();
+    let config = dir.path().join("cascade.toml");
+    std::fs::write(
+        &config,
+        "[engine]\ncompile_timeout_s = 1\n[[tier]]\nname = \"slow\"\nplugin = \"slow.wasm\"\n[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tierhost"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("compilation stopped") && text.contains("compile_timeout_s = 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok    rules"),
+        "the other tiers still load: {text}"
+    );
+}
+
+#[test]
+fn check_refuses_a_plugin_over_the_size_limit_before_parsing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.wasm"), vec![0u8; 2 << 20]).unwrap();
+    let config = dir.path().join("cascade.toml");
+    std::fs::write(
+        &config,
+        "[engine]\nmax_plugin_mib = 1\n[[tier]]\nname = \"big\"\nplugin = \"big.wasm\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tierhost"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("plugin is 2097152 bytes, the limit is engine.max_plugin_mib = 1 MiB"),
+        "{text}"
+    );
+}
+
+#[test]
+fn drill_breaks_every_tier_every_way_and_reports_the_matrix() {
+    const FAULTS: [&str; 9] = [
+        "loop",
+        "memory-bomb",
+        "trap",
+        "stack-overflow",
+        "hang",
+        "nan",
+        "oversized-output",
+        "abstain",
+        "load-failure",
+    ];
+    let config = example("cascade.toml");
+    let (code, stdout, stderr) = tierhost(&[
+        "drill",
+        "--config",
+        &config,
+        "--samples",
+        &example("requests.jsonl"),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("tier "))
+        .unwrap_or_default();
+    for fault in FAULTS {
+        assert!(header.contains(fault), "no `{fault}` column: {stdout}");
+    }
+    for tier in ["primary", "small-model", "rules"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{tier} ")))
+            .unwrap_or_else(|| panic!("no row for {tier}: {stdout}"));
+        assert_eq!(row.matches('✓').count(), FAULTS.len(), "{row}");
+    }
+    assert!(stdout.contains("all 27 cells ✓"), "{stdout}");
+
+    // One sample the primary serves: the tiers below it are never exercised, which is a gap.
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.jsonl");
+    std::fs::write(
+        &one,
+        r#"{"id":"legit-grocery","features":{"amount":42.5,"account_age_days":900,"merchant_category":"grocery","is_international":false,"has_international_history":false}}"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = tierhost(&[
+        "drill",
+        "--config",
+        &config,
+        "--samples",
+        one.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["gaps"], 18);
+    assert_eq!(report["tiers"][0]["cells"][4]["status"], "pass");
+    assert_eq!(report["tiers"][0]["cells"][4]["seen"]["deadline"], 1);
+    assert_eq!(report["tiers"][1]["cells"][0]["status"], "untested");
+
+    // No sample set: a clear error, not a panic.
+    let (code, _, stderr) = tierhost(&["drill", "--config", &config]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cascade.check_samples"), "{stderr}");
+    assert_no_panic(&stderr);
+}

@@ -121,12 +121,13 @@ impl Fault {
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
     /// A sample file cannot be read.
-    #[error("{path}: cannot read: {source}")]
+    // The I/O error is part of the message, not a chained source, so `{:#}` prints it once.
+    #[error("{path}: cannot read: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A line of a sample file is not a valid request.
     #[error("{path}:{line}: {error}")]
@@ -142,12 +143,12 @@ pub enum DrillError {
     #[error("no sample requests: {0}")]
     NoSamples(String),
     /// The scratch directory for the corrupt plugin cannot be made.
-    #[error("cannot write the corrupt plugin for the load-failure drill in {path}: {source}")]
+    #[error("cannot write the corrupt plugin for the load-failure drill in {path}: {error}")]
     Scratch {
         /// Where.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The cascade (or a drill copy of it) does not load.
     #[error(transparent)]
@@ -164,9 +165,9 @@ pub enum DrillError {
 
 /// Reads JSON-lines requests (blank lines skipped).
 pub fn read_requests(path: &Path) -> Result<Vec<Request>, DrillError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DrillError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| DrillError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     text.lines()
         .enumerate()
@@ -556,9 +557,9 @@ impl Scratch {
         let path =
             std::env::temp_dir().join(format!("tierhost-drill-{}-{nanos}", std::process::id()));
         // create_dir (not _all) fails if the name exists, so nothing pre-placed is reused.
-        std::fs::create_dir(&path).map_err(|source| DrillError::Scratch {
+        std::fs::create_dir(&path).map_err(|error| DrillError::Scratch {
             path: path.clone(),
-            source,
+            error,
         })?;
         Ok(Self(path))
     }
@@ -600,9 +601,9 @@ pub async fn run(
 
     let scratch = Scratch::new()?;
     let corrupt = scratch.0.join("corrupt.wasm");
-    std::fs::write(&corrupt, CORRUPT_PLUGIN).map_err(|source| DrillError::Scratch {
+    std::fs::write(&corrupt, CORRUPT_PLUGIN).map_err(|error| DrillError::Scratch {
         path: corrupt.clone(),
-        source,
+        error,
     })?;
     let limit = Duration::from_millis(config.cascade.budget_ms) + BUDGET_GRACE;
     let mut tiers = Vec::with_capacity(base.tiers.len());
@@ -677,10 +678,11 @@ pub async fn run(
 /// The report as text: the matrix, what each fault recorded, and one line per gap.
 pub fn render(report: &DrillReport) -> String {
     let mut out = format!(
-        "tierhost drill: cascade \"{}\" ({}), {} requests from {}\n",
+        "tierhost drill: cascade \"{}\" ({}), {} request{} from {}\n",
         report.cascade,
         report.config.display(),
         report.requests,
+        if report.requests == 1 { "" } else { "s" },
         report.samples
     );
     out.push_str(&format!(
@@ -720,11 +722,13 @@ pub fn render(report: &DrillReport) -> String {
     }
 
     out.push_str("\nrecorded by the broken tier (requests that reached it):\n");
-    for (i, fault) in Fault::ALL.iter().enumerate() {
-        let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut slowest = 0;
-        for row in &report.tiers {
-            if let Some(cell) = row.cells.get(i) {
+    let recorded: Vec<[String; 4]> = Fault::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, fault)| {
+            let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut slowest = 0;
+            for cell in report.tiers.iter().filter_map(|row| row.cells.get(i)) {
                 for (kind, n) in &cell.seen {
                     if kind != "not-reached" {
                         *totals.entry(kind).or_insert(0) += n;
@@ -732,19 +736,38 @@ pub fn render(report: &DrillReport) -> String {
                 }
                 slowest = slowest.max(cell.max_elapsed_us);
             }
-        }
-        let seen: Vec<String> = totals.iter().map(|(k, n)| format!("{k} x{n}")).collect();
-        out.push_str(&format!(
-            "  {:<16} expect {:<24} seen {:<32} slowest request {:.1} ms\n",
-            fault.name(),
-            fault.expected().join("|"),
-            if seen.is_empty() {
-                "-".to_string()
-            } else {
-                seen.join(", ")
-            },
-            slowest as f64 / 1e3
-        ));
+            let seen: Vec<String> = totals.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+            [
+                fault.name().to_string(),
+                format!("expect {}", fault.expected().join("|")),
+                format!(
+                    "seen {}",
+                    if seen.is_empty() {
+                        "-".to_string()
+                    } else {
+                        seen.join(", ")
+                    }
+                ),
+                format!("slowest request {:.1} ms", slowest as f64 / 1e3),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..4)
+        .map(|i| {
+            recorded
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for line in &recorded {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
     }
 
     let cells = report.tiers.len() * Fault::ALL.len();
@@ -752,37 +775,41 @@ pub fn render(report: &DrillReport) -> String {
         out.push_str(&format!("\nall {cells} cells ✓\n"));
         return out;
     }
-    out.push_str(&format!("\n{} of {cells} cells are gaps:\n", report.gaps));
+    out.push_str(&format!("\ngaps: {} of {cells} cells\n", report.gaps));
     for row in &report.tiers {
-        for cell in row.cells.iter().filter(|c| c.status != CellStatus::Pass) {
-            let what = match cell.status {
-                CellStatus::Untested => format!(
-                    "no request called the tier ({} served earlier, {} turned away by its gates): \
-                     this fallback is untested; add samples that fall through to it",
-                    cell.not_reached, cell.gated
-                ),
-                _ => {
-                    let mut listed: Vec<String> = cell
-                        .problems
-                        .iter()
-                        .map(|p| format!("{}: {}", p.request_id, p.problem))
-                        .collect();
-                    let unlisted = cell.failed.saturating_sub(MAX_LISTED_REQUESTS);
-                    if unlisted > 0 {
-                        listed.push(format!("and {unlisted} more failed requests"));
-                    }
-                    format!(
-                        "{} of {} requests failed: {}",
-                        cell.failed,
-                        cell.requests,
-                        listed.join("; ")
-                    )
-                }
-            };
+        let untested: Vec<&Cell> = row
+            .cells
+            .iter()
+            .filter(|c| c.status == CellStatus::Untested)
+            .collect();
+        if let Some(first) = untested.first() {
+            let names: Vec<&str> = untested.iter().map(|c| c.fault.name()).collect();
             out.push_str(&format!(
-                "  ✗ {} × {}: {what}\n",
+                "  ✗ {} × {}: untested: no request called the tier ({} served by an earlier \
+                 tier, {} turned away by its gates); add samples that fall through to it\n",
                 row.tier,
-                cell.fault.name()
+                names.join(", "),
+                first.not_reached,
+                first.gated
+            ));
+        }
+        for cell in row.cells.iter().filter(|c| c.status == CellStatus::Gap) {
+            let mut listed: Vec<String> = cell
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.request_id, p.problem))
+                .collect();
+            let unlisted = cell.failed.saturating_sub(MAX_LISTED_REQUESTS);
+            if unlisted > 0 {
+                listed.push(format!("and {unlisted} more failed requests"));
+            }
+            out.push_str(&format!(
+                "  ✗ {} × {}: {} of {} requests failed: {}\n",
+                row.tier,
+                cell.fault.name(),
+                cell.failed,
+                cell.requests,
+                listed.join("; ")
             ));
         }
     }

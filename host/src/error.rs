@@ -94,6 +94,18 @@ pub enum LoadError {
     /// The compiled-artifact cache failed.
     #[error("compile cache: {0}")]
     Cache(String),
+    /// The plugin file is larger than `engine.max_plugin_mib`.
+    #[error("plugin is {bytes} bytes, the limit is engine.max_plugin_mib = {limit_mib} MiB")]
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit_mib: u64,
+    },
+    /// Compiling the plugin ran past `engine.compile_timeout_s` or
+    /// `engine.compile_max_memory_mib`; it was stopped and refused.
+    #[error("compilation stopped: {0}")]
+    CompileLimit(String),
 }
 
 /// Failure to set up the wasmtime engine.

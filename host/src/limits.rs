@@ -102,8 +102,18 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 /// Default ceiling for any tier's memory limit (sizes the pooling allocator's slots).
 pub const DEFAULT_ENGINE_MAX_MEMORY_MIB: u64 = 512;
 
+/// Default largest plugin file: 32 MiB, three times the largest builtin tier (the ONNX tier,
+/// tract included, is ~10 MB).
+pub const DEFAULT_MAX_PLUGIN_MIB: u64 = 32;
+/// Default CPU time a plugin's compilation may take: the 10 MB ONNX tier compiles in ~26 s on
+/// a busy 2-core machine; 120 s leaves 4x headroom while a pathological component (one huge
+/// function) is refused instead of holding `check` or a reload for minutes.
+pub const DEFAULT_COMPILE_TIMEOUT_S: u64 = 120;
+/// Default memory a compilation may use: the ONNX tier peaks at a few hundred MiB.
+pub const DEFAULT_COMPILE_MAX_MEMORY_MIB: u64 = 2048;
+
 /// `[engine]`: settings shared by every tier, fixed when the host starts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineLimits {
     /// Wasm stack per call, in KiB. wasmtime applies it engine-wide, so it is not per tier.
@@ -117,6 +127,12 @@ pub struct EngineLimits {
     /// Directory for compiled components (relative to the config). Unset: compile in memory
     /// at every start.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Largest plugin file, in MiB; larger ones are refused before they are parsed.
+    pub max_plugin_mib: u64,
+    /// CPU seconds (and, with slack, wall seconds) one plugin's compilation may take.
+    pub compile_timeout_s: u64,
+    /// Memory one plugin's compilation may use, in MiB.
+    pub compile_max_memory_mib: u64,
 }
 
 impl Default for EngineLimits {
@@ -127,6 +143,9 @@ impl Default for EngineLimits {
             max_instances: DEFAULT_MAX_INSTANCES,
             max_memory_mib: DEFAULT_ENGINE_MAX_MEMORY_MIB,
             cache_dir: None,
+            max_plugin_mib: DEFAULT_MAX_PLUGIN_MIB,
+            compile_timeout_s: DEFAULT_COMPILE_TIMEOUT_S,
+            compile_max_memory_mib: DEFAULT_COMPILE_MAX_MEMORY_MIB,
         }
     }
 }
@@ -145,6 +164,15 @@ impl EngineLimits {
         }
         if !(1..=4096).contains(&self.max_memory_mib) {
             return Err(("max_memory_mib", "must be within 1..=4096".into()));
+        }
+        if !(1..=1024).contains(&self.max_plugin_mib) {
+            return Err(("max_plugin_mib", "must be within 1..=1024".into()));
+        }
+        if !(1..=3600).contains(&self.compile_timeout_s) {
+            return Err(("compile_timeout_s", "must be within 1..=3600".into()));
+        }
+        if !(64..=65_536).contains(&self.compile_max_memory_mib) {
+            return Err(("compile_max_memory_mib", "must be within 64..=65536".into()));
         }
         Ok(())
     }

@@ -68,16 +68,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Internal: compile one plugin under the engine's compile limits (run by the host as a
+    /// child process, so a pathological component cannot hold `check` or a reload).
+    #[command(hide = true)]
+    CompileComponent {
+        /// The engine settings, as JSON.
+        #[arg(long)]
+        engine: String,
+        /// The component to compile.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the compiled artifact.
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::CompileComponent {
+        engine,
+        input,
+        output,
+    } = &cli.command
+    {
+        let code = tierhost::engine::compile_component_main(engine, input, output);
+        return ExitCode::from(u8::try_from(code).unwrap_or(2));
+    }
     let default_filter = match cli.command {
         Command::Check { .. } | Command::Serve { .. } => "info",
         Command::Run { .. } => "warn",
         Command::Demo { .. } | Command::Eval(_) | Command::Calibrate(_) => "error",
         // Every injected load failure logs an error by design; the matrix reports them.
         Command::Drill(_) => "off",
+        Command::CompileComponent { .. } => "off",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -105,6 +129,7 @@ fn main() -> ExitCode {
             Command::Calibrate(args) => calibrate(args).await,
             Command::Eval(args) => eval(args).await,
             Command::Drill(args) => drill(args).await,
+            Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
         }
     });
     match result {

@@ -1,0 +1,72 @@
+//! Request JSON decoding (`Request::from_json`, the body of `POST /v1/predict` and every line
+//! of `tierhost eval`/`check_samples`), fed arbitrary bytes.
+//!
+//! Besides "no panic", it checks what the decoder promises: an accepted request keeps the
+//! documented limits, holds only finite numbers, re-encodes to a request that decodes to the
+//! same value, and the two decoding paths (`from_json` on text, `from_value` on a parsed
+//! value, as the batch endpoint does) agree on what `from_json` accepts.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tierhost::request::{MAX_FEATURES, MAX_ID_BYTES, MAX_TEXT_BYTES};
+use tierhost::{FeatureValue, Request};
+
+fn encode(request: &Request) -> String {
+    let features: serde_json::Map<String, serde_json::Value> = request
+        .features
+        .iter()
+        .map(|(name, value)| (name.clone(), serde_json::to_value(value).unwrap()))
+        .collect();
+    serde_json::json!({ "id": request.id, "features": features }).to_string()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let decoded = Request::from_json(text);
+    // The batch endpoint's path: parse to a value first, then decode it.
+    let via_value = serde_json::from_str::<serde_json::Value>(text)
+        .map_err(|e| e.to_string())
+        .and_then(|v| Request::from_value(v).map_err(|e| e.to_string()));
+    // (`from_value` may accept what `from_json` refuses: a parsed value has already collapsed
+    // a duplicated `id` key.)
+    let request = match decoded {
+        Err(error) => {
+            assert!(!error.to_string().is_empty());
+            return;
+        }
+        Ok(request) => request,
+    };
+    let other = via_value.expect("from_json accepted, from_value refused");
+    assert_eq!(request.features, other.features);
+
+    assert!(!request.id.is_empty() && request.id.len() <= MAX_ID_BYTES);
+    assert!(request.features.len() <= MAX_FEATURES);
+    for (name, value) in &request.features {
+        assert!(!name.is_empty() && name.len() <= MAX_TEXT_BYTES);
+        match value {
+            FeatureValue::Float(x) => assert!(x.is_finite()),
+            FeatureValue::Text(s) => assert!(s.len() <= MAX_TEXT_BYTES),
+            FeatureValue::Null | FeatureValue::Bool(_) | FeatureValue::Integer(_) => {}
+        }
+    }
+    // What the host hands a tier.
+    let lowered = tierhost::guest::lower(&request);
+    assert_eq!(lowered.features.len(), request.features.len());
+
+    // Encoding an accepted request and decoding it again gives the same request.
+    let again = Request::from_json(&encode(&request))
+        .unwrap_or_else(|e| panic!("re-encoded request refused: {e}"));
+    assert_eq!(again.id, request.id);
+    assert_eq!(again.features.len(), request.features.len());
+    for ((n1, v1), (n2, v2)) in request.features.iter().zip(&again.features) {
+        assert_eq!(n1, n2);
+        match (v1, v2) {
+            (FeatureValue::Float(a), FeatureValue::Float(b)) => {
+                assert_eq!(a.to_bits(), b.to_bits(), "{a} -> {b}")
+            }
+            _ => assert_eq!(v1, v2),
+        }
+    }
+});

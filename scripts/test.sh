@@ -28,6 +28,56 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
 
+echo "==> cargo fmt --check (fuzz targets)"
+(cd fuzz && cargo fmt -- --check)
+
+# Supply chain (README "Supply chain and fuzzing"): cargo-deny checks advisories, licenses,
+# bans and sources of the three workspaces that have their own Cargo.lock, with deny.toml.
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+    echo "==> installing cargo-deny $CARGO_DENY_VERSION"
+    nice -n 10 cargo install --locked "cargo-deny@$CARGO_DENY_VERSION"
+fi
+# The RustSec advisory database is a git repository on GitHub, which cargo-deny clones into
+# $CARGO_HOME/advisory-dbs. Where GitHub cannot be reached (machines that reach only package
+# registries), a copy already in that directory is used without fetching, with a warning that
+# names its date; with none, advisories are NOT checked, and the run says so loudly (or fails,
+# with TIERHOST_REQUIRE_ADVISORIES=1).
+ADVISORY_DB_URL=https://github.com/rustsec/advisory-db
+advisory_db_dir="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs/advisory-db-3157b0e258782691"
+deny_global=(--locked)
+deny_checks=(advisories bans licenses sources)
+advisory_warning=""
+if timeout 30 git ls-remote --heads "$ADVISORY_DB_URL" main >/dev/null 2>&1; then
+    echo "==> cargo deny: advisory database fetched from $ADVISORY_DB_URL"
+elif git -C "$advisory_db_dir" rev-parse --verify -q HEAD >/dev/null 2>&1; then
+    db_date=$(git -C "$advisory_db_dir" show -s --format=%cs HEAD)
+    db_age_days=$(( ($(date +%s) - $(git -C "$advisory_db_dir" show -s --format=%ct HEAD)) / 86400 ))
+    deny_global+=(--offline)
+    advisory_warning="advisories were checked against a LOCAL copy of the RustSec database \
+(last commit $db_date, $db_age_days days old) because $ADVISORY_DB_URL cannot be reached: \
+advisories published since then were NOT checked"
+else
+    deny_checks=(bans licenses sources)
+    advisory_warning="advisories were NOT checked: $ADVISORY_DB_URL cannot be reached from \
+this machine and there is no local copy in $advisory_db_dir"
+fi
+for workspace in . plugins fuzz; do
+    echo "==> cargo deny check ${deny_checks[*]} ($workspace)"
+    cargo fetch --locked --manifest-path "$workspace/Cargo.toml" >/dev/null
+    cargo deny "${deny_global[@]}" --manifest-path "$workspace/Cargo.toml" --config deny.toml \
+        check "${deny_checks[@]}"
+done
+if [ -n "$advisory_warning" ]; then
+    echo "################################################################################"
+    echo "WARNING: $advisory_warning"
+    echo "################################################################################"
+    if [ "${TIERHOST_REQUIRE_ADVISORIES:-0}" = 1 ]; then
+        echo "TIERHOST_REQUIRE_ADVISORIES=1: failing" >&2
+        exit 1
+    fi
+fi
+
 echo "==> cargo clippy (host, release profile shared with the tests)"
 cargo clippy --release --all-targets -- -D warnings
 echo "==> cargo clippy (guest tiers, wasm32-wasip2)"
@@ -46,3 +96,6 @@ target/release/tierhost drill --config examples/phishing/cascade.toml \
 
 echo '==> benchmark smoke run (checks the bench program still works; README figures come from cargo bench)'
 cargo bench --bench sandbox -- --smoke
+
+echo '==> soak, short version (20,000 requests with 20% mixed primary faults and hot swaps; the 1M run: cargo bench --bench soak)'
+cargo bench --bench soak -- --smoke

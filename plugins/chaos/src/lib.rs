@@ -9,6 +9,7 @@
 //! | `ok` | answers `label`/`score`/`confidence` params | served (or low confidence) |
 //! | `count` | answers with the number of calls this instance has seen | state isolation |
 //! | `flaky` | traps for a `fault_rate` share of request ids (FNV-1a of the id), else `ok` | fault mix |
+//! | `mixed` | by FNV-1a of the id: 5% trap, 5% infinite loop, 5% hang (sleep), 5% memory bomb, else `ok` | every fault kind, for soaks |
 //! | `infinite-loop` | `loop {}` | out of fuel (or deadline) |
 //! | `burn` | spins `iterations` times, then answers | fuel boundary |
 //! | `spin` | busy loop for ~forever (a hung computation) | deadline |
@@ -98,6 +99,38 @@ impl Guest for Chaos {
                     confidence,
                     vec!["chaos:flaky-ok".into()],
                 ))
+            }
+            "mixed" => {
+                let hash = req.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                });
+                match hash % 100 {
+                    0..5 => {
+                        #[cfg(target_arch = "wasm32")]
+                        core::arch::wasm32::unreachable();
+                        #[cfg(not(target_arch = "wasm32"))]
+                        std::process::abort();
+                    }
+                    5..10 => {
+                        let mut i: u64 = 0;
+                        loop {
+                            i = black_box(i.wrapping_add(1));
+                        }
+                    }
+                    10..15 => {
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                        Ok(answer(&label, score, confidence, vec!["slept".into()]))
+                    }
+                    15..20 => {
+                        let mut hoard: Vec<Vec<u8>> = Vec::new();
+                        loop {
+                            let mut block = Vec::<u8>::with_capacity(1 << 20);
+                            block.push(1);
+                            hoard.push(black_box(block));
+                        }
+                    }
+                    _ => Ok(answer(&label, score, confidence, vec!["chaos:mixed-ok".into()])),
+                }
             }
             "count" => {
                 let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;

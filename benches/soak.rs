@@ -195,6 +195,7 @@ async fn soak(total: u64, connections: u64, swap_every: Duration) -> bool {
     );
     let counts = Arc::new(Counts::default());
     let done = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
 
     // Memory and descriptor samples, once a second, tagged with the requests done so far.
@@ -215,12 +216,15 @@ async fn soak(total: u64, connections: u64, swap_every: Duration) -> bool {
 
     // Hot swaps of the rules tier: a new digest each time, applied by the admin endpoint.
     let swapper = {
-        let (client, done, base) = (client.clone(), done.clone(), base.clone());
+        let (client, base, mut stop) = (client.clone(), base.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let (mut applied, mut rejected) = (0u64, 0u64);
             let mut tag = 0u64;
-            while !done.load(Ordering::Relaxed) {
-                tokio::time::sleep(swap_every).await;
+            // Until the load ends: wake every `swap_every`, or at once when told to stop.
+            while tokio::time::timeout(swap_every, stop.changed())
+                .await
+                .is_err()
+            {
                 tag += 1;
                 if std::fs::write(&rules_path, variant(rules, tag)).is_err() {
                     rejected += 1;
@@ -298,6 +302,7 @@ async fn soak(total: u64, connections: u64, swap_every: Duration) -> bool {
     }
     let seconds = started.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
     let samples = sampler.await.expect("sampler");
     let (applied, rejected) = swapper.await.expect("swapper");
     let final_sample = sample(pid);

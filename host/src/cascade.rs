@@ -382,6 +382,20 @@ impl Cascade {
         &self.memory_keys
     }
 
+    /// The sha256 of every plugin this cascade runs (its tiers and their chaos substitutes).
+    pub fn plugin_digests(&self) -> HashSet<String> {
+        let mut digests = HashSet::new();
+        for tier in &self.tiers {
+            if let Ok(sandbox) = &tier.sandbox {
+                digests.insert(sandbox.plugin().info().sha256.clone());
+            }
+            if let Some(chaos) = tier.policies.chaos_sandbox() {
+                digests.insert(chaos.plugin().info().sha256.clone());
+            }
+        }
+        digests
+    }
+
     /// The prediction cache, when configured.
     pub fn cache(&self) -> Option<&PredictionCache> {
         self.cache.as_ref()

@@ -243,7 +243,7 @@ impl TierConfig {
             InstanceMode::Reuse => self.warm_instances,
             InstanceMode::Fresh => 0,
         };
-        (self.max_concurrent + warm) as u64
+        (self.max_concurrent as u64).saturating_add(warm as u64)
     }
 }
 
@@ -342,7 +342,7 @@ impl CascadeConfig {
             .iter()
             .filter(|t| t.max_concurrent != 0)
             .map(TierConfig::pool_slots)
-            .sum();
+            .fold(0, u64::saturating_add);
         let share = u64::from(self.engine.max_instances).saturating_sub(reserved) / unset;
         for tier in self.tiers.iter_mut().filter(|t| t.max_concurrent == 0) {
             let warm = tier.pool_slots();
@@ -411,7 +411,12 @@ impl CascadeConfig {
         }
         // Partition the instance pool: the tiers' bulkheads together fit in it, so a tier
         // running at its max_concurrent can never take the slots the next tier needs.
-        let reserved: u64 = self.tiers.iter().map(TierConfig::pool_slots).sum();
+        // Saturating: huge values must not wrap around to a sum that fits.
+        let reserved = self
+            .tiers
+            .iter()
+            .map(TierConfig::pool_slots)
+            .fold(0, u64::saturating_add);
         if reserved > u64::from(self.engine.max_instances) {
             return Err(self.invalid(
                 "tier.max_concurrent",

@@ -308,6 +308,16 @@ impl TierEngine {
         component
     }
 
+    /// Forgets compiled components whose wasm digest `keep` rejects (called after a reload,
+    /// with the digests the new cascade uses): without it every hot-swapped version would stay
+    /// compiled and mapped for the life of the process. Cascades still serving keep their own
+    /// references, so nothing in use is freed early.
+    pub fn retain_compiled(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut compiled) = self.inner.compiled.lock() {
+            compiled.retain(|key, _| keep(key.split('-').next().unwrap_or(key)));
+        }
+    }
+
     fn load_cached(&self, dir: &Path, key: &str) -> Result<Option<Component>, LoadError> {
         let path = dir.join(format!("{key}.cwasm"));
         if !path.exists() {

@@ -176,6 +176,8 @@ impl CascadeService {
                 // Forget the policy state of tiers that are gone or changed; state of the
                 // old generation's tiers stays alive as long as its requests are in flight.
                 self.memory.retain(cascade.memory_keys());
+                let digests = cascade.plugin_digests();
+                self.engine.retain_compiled(|sha| digests.contains(sha));
                 self.current.store(Arc::new(Loaded {
                     cascade,
                     config,

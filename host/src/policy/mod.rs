@@ -132,6 +132,8 @@ pub struct TierPolicies {
     pub breaker: Option<Arc<breaker::Breaker>>,
     /// Hedging, when `[tier.hedge]` is set.
     pub hedge: Option<Arc<hedge::Hedge>>,
+    /// The chaos wrapper, when `[tier.chaos]` is set.
+    chaos: Option<Arc<chaos::Chaos>>,
 }
 
 impl TierPolicies {
@@ -154,8 +156,8 @@ impl TierPolicies {
             list.push(o);
         }
         list.push(bulkhead.clone());
-        if let Some(c) = chaos {
-            list.push(c);
+        if let Some(c) = &chaos {
+            list.push(c.clone());
         }
         list.push(acceptance);
         list.push(confidence);
@@ -167,6 +169,7 @@ impl TierPolicies {
             bulkhead,
             breaker,
             hedge,
+            chaos,
         }
     }
 
@@ -216,6 +219,11 @@ impl TierPolicies {
         for (policy, ticket) in self.list.iter().zip(tickets) {
             policy.observe(ticket, record);
         }
+    }
+
+    /// The sandbox chaos injection substitutes, if any.
+    pub fn chaos_sandbox(&self) -> Option<&Sandbox> {
+        self.chaos.as_ref()?.sandbox.as_ref()
     }
 
     /// Names of the policies, in order (shown by `tierhost check`).

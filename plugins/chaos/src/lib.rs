@@ -129,7 +129,12 @@ impl Guest for Chaos {
                             hoard.push(black_box(block));
                         }
                     }
-                    _ => Ok(answer(&label, score, confidence, vec!["chaos:mixed-ok".into()])),
+                    _ => Ok(answer(
+                        &label,
+                        score,
+                        confidence,
+                        vec!["chaos:mixed-ok".into()],
+                    )),
                 }
             }
             "count" => {
@@ -226,7 +231,12 @@ impl Guest for Chaos {
             },
             "many-reasons" => {
                 let count = params.integer_or("count", 400_000)? as usize;
-                Ok(answer(&label, score, confidence, vec![String::new(); count]))
+                Ok(answer(
+                    &label,
+                    score,
+                    confidence,
+                    vec![String::new(); count],
+                ))
             }
             "control-chars" => Ok(answer(
                 "allow\u{1b}[2K\rrules",

@@ -99,3 +99,33 @@ cargo bench --bench sandbox -- --smoke
 
 echo '==> soak, short version (20,000 requests with 20% mixed primary faults and hot swaps; the 1M run: cargo bench --bench soak)'
 cargo bench --bench soak -- --smoke
+
+# Fuzzing (README "Supply chain and fuzzing"): coverage-guided libFuzzer through cargo-fuzz on
+# the stable toolchain (`--sanitizer none`: no nightly, no RUSTC_BOOTSTRAP). A short run of
+# every target from its committed seed corpus (fuzz/corpus/<target>); any panic fails. The
+# growing corpus and crash inputs go to target/fuzz/{corpus,artifacts}/<target>.
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
+    echo "==> installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    nice -n 10 cargo install --locked "cargo-fuzz@$CARGO_FUZZ_VERSION"
+fi
+fuzz_seconds="${TIERHOST_FUZZ_SECONDS:-30}"
+fuzz_opts=(-O --sanitizer none --codegen-units 16 --target-dir ../target/fuzz)
+echo "==> cargo fuzz build (instrumented host; first build ~12 min on 2 cores)"
+(cd fuzz && nice -n 10 cargo fuzz build "${fuzz_opts[@]}")
+for target in request_json config_toml tier_output; do
+    echo "==> cargo fuzz run $target (${fuzz_seconds} s)"
+    mkdir -p "target/fuzz/corpus/$target" "target/fuzz/artifacts/$target"
+    dict=()
+    if [ -f "fuzz/dict/$target.dict" ]; then dict=("-dict=dict/$target.dict"); fi
+    log="target/fuzz/$target.log"
+    if (cd fuzz && cargo fuzz run "${fuzz_opts[@]}" "$target" "../target/fuzz/corpus/$target" \
+        "corpus/$target" -- -max_total_time="$fuzz_seconds" -timeout=10 -print_final_stats=1 \
+        -artifact_prefix="../target/fuzz/artifacts/$target/" "${dict[@]}") >"$log" 2>&1; then
+        grep -E '^Done|^stat::number_of_executed_units' "$log"
+    else
+        tail -n 80 "$log"
+        echo "fuzz target $target FAILED (full log: $log; input: target/fuzz/artifacts/$target/)" >&2
+        exit 1
+    fi
+done

@@ -184,3 +184,48 @@ async fn log_output_is_bounded_per_call_and_the_drop_is_counted() {
     // 64 lines of 1 KiB, 4 fit in the 4 KiB budget.
     assert_eq!(answer.trail[0].logs_dropped, 60);
 }
+
+/// A component that declares the per-component maximum of core instances (16) and tables (8).
+fn wide_component() -> Vec<u8> {
+    let mut text = String::from("(component (core module $t (table 1 funcref)) (core module $m)");
+    for i in 0..16 {
+        let module = if i < 8 { "$t" } else { "$m" };
+        text.push_str(&format!(" (core instance (instantiate {module}))"));
+    }
+    text.push(')');
+    wat::parse_str(&text).expect("valid component text")
+}
+
+#[tokio::test]
+async fn components_that_declare_many_core_instances_cannot_exhaust_the_pool() {
+    // Before the pool was sized per component, 4 component slots came with 16 core-instance
+    // slots: the second wide component failed to instantiate while 3 component slots were free.
+    let limits = tierhost::limits::EngineLimits {
+        max_instances: 4,
+        ..Default::default()
+    };
+    let engine = tierhost::TierEngine::new(&limits, std::path::Path::new(".")).unwrap();
+    let component =
+        wasmtime::component::Component::new(engine.engine(), wide_component()).expect("compiles");
+    let linker = wasmtime::component::Linker::<()>::new(engine.engine());
+    let mut live = Vec::new();
+    for i in 0..4 {
+        let mut store = wasmtime::Store::new(engine.engine(), ());
+        linker
+            .instantiate_async(&mut store, &component)
+            .await
+            .unwrap_or_else(|e| panic!("wide component {i} of 4 failed: {e:#}"));
+        live.push(store);
+    }
+    // The fifth is refused by the component-slot limit itself (engine.max_instances).
+    let mut store = wasmtime::Store::new(engine.engine(), ());
+    let err = linker
+        .instantiate_async(&mut store, &component)
+        .await
+        .unwrap_err();
+    assert!(
+        err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some(),
+        "{err:#}"
+    );
+}

@@ -42,10 +42,12 @@ pub struct Request {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRequest {
+struct RawRequest<'a> {
     #[serde(default)]
     id: Option<String>,
-    features: serde_json::Map<String, serde_json::Value>,
+    /// Values as their JSON text, so numbers are judged by their literal.
+    #[serde(borrow)]
+    features: std::collections::BTreeMap<String, &'a serde_json::value::RawValue>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -63,17 +65,16 @@ impl Request {
     pub fn from_json(text: &str) -> Result<Self, RequestError> {
         let raw: RawRequest =
             serde_json::from_str(text).map_err(|e| RequestError::Json(e.to_string()))?;
-        Self::from_value_parts(raw)
+        Self::from_raw(raw)
     }
 
-    /// Decodes and validates a request from a parsed JSON value.
+    /// Decodes and validates a request from a parsed JSON value (its numbers were already
+    /// parsed: prefer [`Request::from_json`] on the text).
     pub fn from_value(value: serde_json::Value) -> Result<Self, RequestError> {
-        let raw: RawRequest =
-            serde_json::from_value(value).map_err(|e| RequestError::Json(e.to_string()))?;
-        Self::from_value_parts(raw)
+        Self::from_json(&value.to_string())
     }
 
-    fn from_value_parts(raw: RawRequest) -> Result<Self, RequestError> {
+    fn from_raw(raw: RawRequest<'_>) -> Result<Self, RequestError> {
         let id = match raw.id {
             Some(id) if id.is_empty() => return Err(RequestError::Invalid("`id` is empty".into())),
             Some(id) if id.len() > MAX_ID_BYTES => {
@@ -98,7 +99,7 @@ impl Request {
                     "feature name must be 1..={MAX_TEXT_BYTES} bytes"
                 )));
             }
-            let value = decode_value(&name, value)?;
+            let value = decode_raw(&name, value)?;
             features.push((name, value));
         }
         Ok(Self { id, features })
@@ -113,12 +114,21 @@ impl Request {
     }
 }
 
+fn decode_raw(name: &str, raw: &serde_json::value::RawValue) -> Result<FeatureValue, RequestError> {
+    let text = raw.get().trim();
+    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return decode_number(name, text);
+    }
+    let value = serde_json::from_str(text).map_err(|e| RequestError::Json(e.to_string()))?;
+    decode_value(name, value)
+}
+
 fn decode_value(name: &str, value: serde_json::Value) -> Result<FeatureValue, RequestError> {
     use serde_json::Value;
     Ok(match value {
         Value::Null => FeatureValue::Null,
         Value::Bool(b) => FeatureValue::Bool(b),
-        Value::Number(n) => decode_number(name, &n)?,
+        Value::Number(n) => decode_number(name, &n.to_string())?,
         Value::String(s) if s.len() > MAX_TEXT_BYTES => {
             return Err(RequestError::Feature {
                 name: name.into(),
@@ -141,11 +151,10 @@ fn decode_value(name: &str, value: serde_json::Value) -> Result<FeatureValue, Re
     })
 }
 
-/// A JSON number, judged by its literal (serde_json keeps it with `arbitrary_precision`): an
-/// integer literal (no fraction, no exponent) must fit in i64 and stays an integer (`-0` is 0);
-/// anything else is a float, correctly rounded, and must be finite.
-fn decode_number(name: &str, n: &serde_json::Number) -> Result<FeatureValue, RequestError> {
-    let literal = n.to_string();
+/// A JSON number, judged by its literal: an integer literal (no fraction, no exponent) must
+/// fit in i64 and stays an integer (`-0` is 0); anything else is a float, correctly rounded,
+/// and must be finite.
+fn decode_number(name: &str, literal: &str) -> Result<FeatureValue, RequestError> {
     let problem = |problem: String| RequestError::Feature {
         name: name.into(),
         problem,

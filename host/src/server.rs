@@ -77,21 +77,28 @@ async fn predict(State(state): State<AppState>, body: Bytes) -> Response {
 }
 
 async fn predict_batch(State(state): State<AppState>, body: Bytes) -> Response {
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
+    /// The batch body; each request stays JSON text until it is decoded like a single one.
+    #[derive(serde::Deserialize)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        requests: Vec<&'a serde_json::value::RawValue>,
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("body is not valid JSON: {e}"),
+        );
+    }
+    let batch: Batch = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("body is not valid JSON: {e}"),
+                "body must be {\"requests\": [request, ...]}",
             );
         }
     };
-    let Some(items) = value.get("requests").and_then(|r| r.as_array()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "body must be {\"requests\": [request, ...]}",
-        );
-    };
+    let items = batch.requests;
     if items.len() > state.max_batch {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -104,7 +111,7 @@ async fn predict_batch(State(state): State<AppState>, body: Bytes) -> Response {
     }
     let mut requests = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        match Request::from_value(item.clone()) {
+        match Request::from_json(item.get()) {
             Ok(r) => requests.push(r),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("requests[{i}]: {e}")),
         }

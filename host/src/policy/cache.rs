@@ -412,6 +412,38 @@ mod tests {
     }
 
     #[test]
+    fn cached_answers_survive_their_redis_encoding() {
+        // The Redis backend stores answers as JSON: what is written must read back the same
+        // (an internally tagged decision once failed to read back under a serde_json feature).
+        for decision in [
+            Decision::Answer {
+                label: "block".into(),
+                score: 0.55,
+                confidence: 0.1 + 0.2,
+                reasons: vec!["high_amount".into()],
+            },
+            Decision::Abstain {
+                reason: "escalate".into(),
+            },
+        ] {
+            let cached = CachedAnswer {
+                decision: decision.clone(),
+                served_by: ServedBy {
+                    tier: "rules".into(),
+                    plugin: Some("fraud-rules".into()),
+                    version: Some("0.1.0".into()),
+                    sha256: Some("ab".repeat(32)),
+                },
+                degraded: true,
+            };
+            let bytes = serde_json::to_vec(&cached).unwrap();
+            let back: CachedAnswer = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(back.decision, decision);
+            assert_eq!(back.served_by, cached.served_by);
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_field() {
         let bad = |c: CacheConfig| c.validate().unwrap_err().0;
         assert_eq!(

@@ -83,11 +83,6 @@ fn audit() -> &'static AuditLog {
     AUDIT.get_or_init(|| AuditLog::open("/dev/null".as_ref(), u64::MAX, 1).expect("open /dev/null"))
 }
 
-fn redis_decode() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("TIERHOST_FUZZ_REDIS_DECODE").is_some_and(|v| v == "1"))
-}
-
 fn no_control(text: &str) {
     assert!(
         !text.chars().any(char::is_control),
@@ -216,22 +211,15 @@ fuzz_target!(|out: TierOutput| {
     };
     let bytes = serde_json::to_vec(&cached).expect("cached answer serializes");
     // The Redis backend reads a cached answer back with `serde_json::from_slice`
-    // (policy/cache.rs). With serde_json's `arbitrary_precision` feature that fails for every
-    // `Decision::Answer` ("invalid type: map, expected f64": an internally tagged enum buffers
-    // its fields, and a buffered number is a map), so no Redis hit is ever served. Found by
-    // this target; until it is fixed that path is checked only with
-    // TIERHOST_FUZZ_REDIS_DECODE=1, and the round trip through `serde_json::Value` always.
-    let from_cache: CachedAnswer = if redis_decode() {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "cached answer unreadable ({e}): {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        })
-    } else {
-        let value: serde_json::Value = serde_json::from_slice(&bytes).expect("cached JSON");
-        serde_json::from_value(value).expect("cached answer reads")
-    };
+    // (policy/cache.rs). This target found that, under serde_json's `arbitrary_precision`,
+    // that failed for every `Decision::Answer` ("invalid type: map, expected f64"), so Redis
+    // never served a hit.
+    let from_cache: CachedAnswer = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "cached answer unreadable ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
     for decoded in [&back, &from_cache.decision] {
         match (&decision, decoded) {
             (

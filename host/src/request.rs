@@ -47,7 +47,47 @@ struct RawRequest<'a> {
     id: Option<String>,
     /// Values as their JSON text, so numbers are judged by their literal.
     #[serde(borrow)]
-    features: std::collections::BTreeMap<String, &'a serde_json::value::RawValue>,
+    features: RawFeatures<'a>,
+}
+
+/// The `features` object in the order the caller sent it; a name that appears twice is an
+/// error (a JSON object with a repeated key means different things to different parsers).
+struct RawFeatures<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawFeatures<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Entries<'a> {
+            type Value = RawFeatures<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of named feature values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries: Vec<(String, &'a serde_json::value::RawValue)> = Vec::new();
+                let mut names = std::collections::HashSet::new();
+                while let Some((name, value)) =
+                    map.next_entry::<String, &'a serde_json::value::RawValue>()?
+                {
+                    if !names.insert(name.clone()) {
+                        return Err(serde::de::Error::custom(format!(
+                            "feature `{name}` appears twice"
+                        )));
+                    }
+                    if entries.len() == MAX_FEATURES {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_FEATURES} features"
+                        )));
+                    }
+                    entries.push((name, value));
+                }
+                Ok(RawFeatures(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries(std::marker::PhantomData))
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -86,14 +126,8 @@ impl Request {
             Some(id) => id,
             None => format!("req-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
         };
-        if raw.features.len() > MAX_FEATURES {
-            return Err(RequestError::Invalid(format!(
-                "{} features, the limit is {MAX_FEATURES}",
-                raw.features.len()
-            )));
-        }
-        let mut features = Vec::with_capacity(raw.features.len());
-        for (name, value) in raw.features {
+        let mut features = Vec::with_capacity(raw.features.0.len());
+        for (name, value) in raw.features.0 {
             if name.is_empty() || name.len() > MAX_TEXT_BYTES {
                 return Err(RequestError::Invalid(format!(
                     "feature name must be 1..={MAX_TEXT_BYTES} bytes"
@@ -237,6 +271,21 @@ mod tests {
         assert_eq!(one("1e20").unwrap(), FeatureValue::Float(1e20));
         assert_eq!(one("-0.0").unwrap(), FeatureValue::Float(-0.0));
         assert!(one("1e400").unwrap_err().to_string().contains("not finite"));
+    }
+
+    #[test]
+    fn features_keep_their_order_and_a_repeated_name_is_refused() {
+        let req = Request::from_json(r#"{"features":{"b":1,"a":2}}"#).unwrap();
+        assert_eq!(req.features[0].0, "b", "the order the caller sent");
+        let err = Request::from_json(r#"{"features":{"a":1,"a":"\ud800"}}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("feature `a` appears twice"),
+            "{err}"
+        );
+        let many: Vec<String> = (0..=MAX_FEATURES).map(|i| format!("\"f{i}\":1")).collect();
+        let err =
+            Request::from_json(&format!(r#"{{"features":{{{}}}}}"#, many.join(","))).unwrap_err();
+        assert!(err.to_string().contains("features"), "{err}");
     }
 
     #[test]

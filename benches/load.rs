@@ -9,7 +9,7 @@
 //! benches/baseline/setup.sh). Options: `--seconds N` per run (default 10), `--connections C`
 //! (default 32), `--smoke` (1 s runs, tierhost only).
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 mod machine;
+mod support;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+use support::{HttpClient, Killed, free_port, variant, wait_ready};
 
 const CASCADE: &str = r#"
 [cascade]
@@ -67,19 +67,6 @@ name = "rules"
 plugin = "rules.wasm"
 min_confidence = 0.3
 "#;
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn body(i: u64) -> Bytes {
     // Varied but realistic features; the id decides whether the primary crashes (FNV-1a, same
@@ -196,25 +183,6 @@ fn memchr(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-async fn wait_ready(client: &HttpClient, url: &str) {
-    for _ in 0..300 {
-        if let Ok(r) = client.get(url.parse().expect("url")).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} did not become healthy within 30 s");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -229,17 +197,6 @@ fn print_row(name: &str, s: &RunStats) {
         s.errors,
         s.served_by_primary * 100.0
     );
-}
-
-/// The same component with a custom section appended: same behaviour, new sha256.
-fn variant(wasm: &[u8], tag: u32) -> Vec<u8> {
-    let name = b"swap";
-    let payload_len = 1 + name.len() + 4;
-    let mut out = wasm.to_vec();
-    out.extend_from_slice(&[0, payload_len as u8, name.len() as u8]);
-    out.extend_from_slice(name);
-    out.extend_from_slice(&tag.to_le_bytes());
-    out
 }
 
 fn main() {
@@ -332,7 +289,7 @@ fn main() {
             let mut failures = 0;
             for n in 0..100u32 {
                 let tmp = rules_path.with_extension("tmp");
-                std::fs::write(&tmp, variant(&rules, n)).expect("write variant");
+                std::fs::write(&tmp, variant(&rules, u64::from(n))).expect("write variant");
                 std::fs::rename(&tmp, &rules_path).expect("swap file");
                 let request = hyper::Request::post(format!("{th}/admin/reload"))
                     .body(Full::new(Bytes::new()))

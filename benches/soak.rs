@@ -13,7 +13,7 @@
 //! Options: `--requests N`, `--connections C`, `--swap-every-s S` (default 3), `--smoke`
 //! (20,000 requests). Exits non-zero when a check fails.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 mod machine;
+mod support;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+use support::{HttpClient, Killed, free_port, variant, wait_ready};
 
 fn cascade(audit: &Path) -> String {
     format!(
@@ -60,43 +60,12 @@ min_confidence = 0.3
     )
 }
 
-/// Kills the server (SIGTERM, then SIGKILL) when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
 fn body(i: u64) -> Bytes {
     let amount = [42.5, 120.0, 2000.0, 7000.0, 9000.0][(i % 5) as usize];
     let age = [900, 300, 40, 3][(i % 4) as usize];
     Bytes::from(format!(
         r#"{{"id":"soak-{i}","features":{{"amount":{amount},"account_age_days":{age},"merchant_category":"crypto","is_international":true,"has_international_history":false}}}}"#
     ))
-}
-
-/// The same component with a custom section appended: same behaviour, new sha256.
-fn variant(wasm: &[u8], tag: u64) -> Vec<u8> {
-    let name = b"soak";
-    let payload_len = 1 + name.len() + 8;
-    let mut out = wasm.to_vec();
-    out.extend_from_slice(&[0, payload_len as u8, name.len() as u8]);
-    out.extend_from_slice(name);
-    out.extend_from_slice(&tag.to_le_bytes());
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// (RSS in KiB, open file descriptors) of `pid`.
@@ -112,22 +81,6 @@ fn sample(pid: u32) -> Option<(u64, u64)> {
         .ok()?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
     Some((rss, fds))
-}
-
-async fn wait_ready(client: &HttpClient, url: &str) {
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = client.get(url.parse().expect("url")).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{url} did not become healthy within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[derive(Default)]
@@ -172,7 +125,7 @@ async fn soak(total: u64, connections: u64, swap_every: Duration) -> bool {
     std::fs::write(&config, cascade(&dir.path().join("audit.jsonl"))).expect("write config");
     let port = free_port();
     let exe = env!("CARGO_BIN_EXE_tierhost");
-    let server = Server(
+    let server = Killed(
         Command::new(exe)
             .args(["serve", "--config"])
             .arg(&config)

@@ -159,17 +159,9 @@ fn tier_policies(
     wiring: &mut PolicyWiring<'_>,
 ) -> TierPolicies {
     let memory = wiring.memory;
-    let key = |policy: &str, section: &dyn erased::Json| {
-        format!(
-            "{policy}/{}/{}/{}",
-            tier.name,
-            sha256.unwrap_or("-"),
-            section.json()
-        )
-    };
     let breaker = match (&tier.breaker, sha256) {
         (Some(config), Some(_)) => {
-            let k = key("breaker", config);
+            let k = state_key("breaker", tier, sha256, config);
             let core = memory.state(&k, || BreakerCore::new(config));
             wiring.keys.insert(k);
             Some(Arc::new(Breaker::new(
@@ -188,7 +180,7 @@ fn tier_policies(
     };
     let hedge = match (&tier.hedge, sha256) {
         (Some(config), Some(_)) => {
-            let k = key("hedge", config);
+            let k = state_key("hedge", tier, sha256, config);
             let state = memory.state(&k, HedgeState::default);
             wiring.keys.insert(k);
             Some(Arc::new(Hedge::new(config.clone(), state)))
@@ -209,16 +201,20 @@ fn tier_policies(
     )
 }
 
-/// Serialising a policy's config section into its state key.
-mod erased {
-    pub trait Json {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
-    }
+/// The key of a policy's state in [`PolicyMemory`]: the policy, the tier, its plugin digest
+/// and the policy's config section, so state is never shared by two different things.
+fn state_key(
+    policy: &str,
+    tier: &TierConfig,
+    sha256: Option<&str>,
+    section: &impl serde::Serialize,
+) -> String {
+    format!(
+        "{policy}/{}/{}/{}",
+        tier.name,
+        sha256.unwrap_or("-"),
+        serde_json::to_string(section).unwrap_or_default()
+    )
 }
 
 /// A loaded cascade, ready to answer requests.

@@ -291,6 +291,9 @@ async fn soak(total: u64, connections: u64, swap_every: Duration) -> bool {
     let mean = |s: &[(u64, u64, u64)], f: fn(&(u64, u64, u64)) -> u64| {
         s.iter().map(f).sum::<u64>() as f64 / s.len().max(1) as f64
     };
+    // Flatness is judged on runs long enough for the allocator and the instance pool to have
+    // settled (the 1M run: ~110 s); a smoke run only reports it.
+    let judged = warm.len() >= 60;
     let mut flat = true;
     if warm.len() >= 4 {
         let (first, last) = (&warm[..tenth], &warm[warm.len() - tenth..]);
@@ -307,13 +310,16 @@ async fn soak(total: u64, connections: u64, swap_every: Duration) -> bool {
                 "| {name}: first tenth / last tenth | {a:.0} / {b:.0} ({:+.1}%) |",
                 drift * 100.0
             );
-            flat &= drift.abs() <= 0.10;
+            flat &= !judged || drift.abs() <= 0.10;
         }
     } else {
         println!(
             "| RSS / fds | {} samples after warm-up: too short to compare (final: {final_sample:?}) |",
             warm.len()
         );
+    }
+    if !judged {
+        println!("(memory and descriptors not judged: under 60 s of samples after warm-up)");
     }
     let passed = lost == 0
         && c(&counts.server_errors) == 0
@@ -324,7 +330,7 @@ async fn soak(total: u64, connections: u64, swap_every: Duration) -> bool {
     println!(
         "\n{}",
         if passed {
-            "PASS: every request answered, no 5xx, memory and descriptors flat"
+            "PASS: every request answered, no 5xx, memory and descriptors flat (when judged)"
         } else {
             "FAIL: see the table"
         }

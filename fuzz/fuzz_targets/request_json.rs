@@ -44,8 +44,13 @@ fuzz_target!(|data: &[u8]| {
         let other = other.expect("from_json accepted, from_value refused");
         // Same names and values; a number may differ only in kind (`from_value` sees numbers
         // already parsed, so `-0` can arrive as the float -0.0 instead of the integer 0).
+        // `from_json` keeps the caller's order; a parsed value has sorted its keys.
         assert_eq!(request.features.len(), other.features.len());
-        for ((n1, v1), (n2, v2)) in request.features.iter().zip(&other.features) {
+        let mut mine: Vec<_> = request.features.iter().collect();
+        let mut theirs: Vec<_> = other.features.iter().collect();
+        mine.sort_by(|a, b| a.0.cmp(&b.0));
+        theirs.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((n1, v1), (n2, v2)) in mine.into_iter().zip(theirs) {
             assert_eq!(n1, n2);
             match (v1, v2) {
                 (FeatureValue::Integer(i), FeatureValue::Float(x))
@@ -79,7 +84,12 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|e| panic!("re-encoded request refused: {e}"));
     assert_eq!(again.id, request.id);
     assert_eq!(again.features.len(), request.features.len());
-    for ((n1, v1), (n2, v2)) in request.features.iter().zip(&again.features) {
+    // The re-encoding goes through a JSON object whose keys are sorted: compare by name.
+    let mut before: Vec<_> = request.features.iter().collect();
+    let mut after: Vec<_> = again.features.iter().collect();
+    before.sort_by(|a, b| a.0.cmp(&b.0));
+    after.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((n1, v1), (n2, v2)) in before.into_iter().zip(after) {
         assert_eq!(n1, n2);
         match (v1, v2) {
             (FeatureValue::Float(a), FeatureValue::Float(b)) => {

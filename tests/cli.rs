@@ -226,31 +226,25 @@ fn huge_function_component(n: usize) -> Vec<u8> {
     wat::parse_str(&body).expect("valid component text")
 }
 
+/// Writes `plugin` as `<name>.wasm` and a config (`config` text) beside it, then runs
+/// `tierhost check` on it: (exit code, stdout + stderr).
+fn check_with_plugin(name: &str, plugin: &[u8], config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(format!("{name}.wasm")), plugin).unwrap();
+    let path = dir.path().join("cascade.toml");
+    std::fs::write(&path, config).unwrap();
+    let (code, stdout, stderr) = tierhost(&["check", "--config", path.to_str().unwrap()]);
+    (code, format!("{stdout}{stderr}"))
+}
+
 #[test]
 fn check_stops_a_compilation_that_runs_past_its_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("slow.wasm"),
-        huge_function_component(400_000),
-    )
-    .unwrap();
-    let config = dir.path().join("cascade.toml");
-    std::fs::write(
-        &config,
+    let (code, text) = check_with_plugin(
+        "slow",
+        &huge_function_component(400_000),
         "[engine]\ncompile_timeout_s = 1\n[[tier]]\nname = \"slow\"\nplugin = \"slow.wasm\"\n[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tierhost"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("compilation stopped") && text.contains("compile_timeout_s = 1"),
         "{text}"
@@ -263,21 +257,12 @@ fn check_stops_a_compilation_that_runs_past_its_limit() {
 
 #[test]
 fn check_refuses_a_plugin_over_the_size_limit_before_parsing_it() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("big.wasm"), vec![0u8; 2 << 20]).unwrap();
-    let config = dir.path().join("cascade.toml");
-    std::fs::write(
-        &config,
+    let (code, text) = check_with_plugin(
+        "big",
+        &vec![0u8; 2 << 20],
         "[engine]\nmax_plugin_mib = 1\n[[tier]]\nname = \"big\"\nplugin = \"big.wasm\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tierhost"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    );
+    assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("plugin is 2097152 bytes, the limit is engine.max_plugin_mib = 1 MiB"),
         "{text}"

@@ -8,6 +8,22 @@ use std::path::Path;
 use common::*;
 use tierhost::eval::{self, Scenario};
 
+/// The phishing example: its directory, its cascade and the test split.
+fn phishing() -> (
+    std::path::PathBuf,
+    tierhost::CascadeConfig,
+    Vec<eval::LabeledRow>,
+) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/phishing");
+    let config = tierhost::CascadeConfig::load(&root.join("cascade.toml")).unwrap();
+    let labels = BTreeMap::from([
+        ("1".into(), "phishing".into()),
+        ("0".into(), "legitimate".into()),
+    ]);
+    let rows = eval::read_labeled_csv(&root.join("data/test.csv"), "label", &labels).unwrap();
+    (root, config, rows)
+}
+
 fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([("1".into(), "block".into()), ("0".into(), "allow".into())])
 }
@@ -130,13 +146,7 @@ async fn single_tier_baselines_run_each_tier_alone() {
 
 #[tokio::test]
 async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/phishing");
-    let config = tierhost::CascadeConfig::load(&root.join("cascade.toml")).unwrap();
-    let labels = BTreeMap::from([
-        ("1".into(), "phishing".into()),
-        ("0".into(), "legitimate".into()),
-    ]);
-    let rows = eval::read_labeled_csv(&root.join("data/test.csv"), "label", &labels).unwrap();
+    let (root, config, rows) = phishing();
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("models/metrics.json")).unwrap())
             .unwrap();
@@ -276,13 +286,7 @@ async fn calibration_hits_its_target_on_the_data_it_was_fitted_on() {
 /// Only counts are asserted (the machine's speed never decides a test).
 #[tokio::test]
 async fn phishing_breaker_hedging_and_cache_scenarios() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/phishing");
-    let config = tierhost::CascadeConfig::load(&root.join("cascade.toml")).unwrap();
-    let labels = BTreeMap::from([
-        ("1".into(), "phishing".into()),
-        ("0".into(), "legitimate".into()),
-    ]);
-    let rows = eval::read_labeled_csv(&root.join("data/test.csv"), "label", &labels).unwrap();
+    let (_, config, rows) = phishing();
     let breaker = config.tiers[0]
         .breaker
         .clone()

@@ -16,6 +16,7 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("tier-ruleset", "ruleset", true),
     ("tier-onnx", "onnx", true),
     ("tier-wrong-world", "wrong_world", false),
+    ("tier-forged-describe", "forged_describe", false),
 ];
 
 fn main() {

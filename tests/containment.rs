@@ -310,3 +310,20 @@ async fn tier_supplied_text_is_escaped_everywhere_it_is_shown() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_tier_describing_itself_with_control_characters_is_refused_at_load() {
+    let toml = format!(
+        "[[tier]]\nname = \"forged\"\nplugin = \"{}\"\n{RULES_TIER}",
+        tierhost::builtin::guests::FORGED_DESCRIBE
+    );
+    let cascade = cascade(&toml).await;
+    let errors = cascade.load_errors();
+    assert_eq!(errors.len(), 1);
+    let message = errors[0].1.to_string();
+    assert!(message.contains("control characters"), "{message}");
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    let answer = cascade.predict(&request("forged")).await;
+    assert_eq!(kinds(&answer), vec!["load-failed"]);
+    assert_eq!(answer.served_by.tier, "rules");
+}

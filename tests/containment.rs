@@ -327,3 +327,31 @@ async fn a_tier_describing_itself_with_control_characters_is_refused_at_load() {
     assert_eq!(kinds(&answer), vec!["load-failed"]);
     assert_eq!(answer.served_by.tier, "rules");
 }
+
+#[tokio::test]
+async fn a_tier_hoarding_host_handles_is_stopped_at_the_resource_table_cap() {
+    // 100,000 stderr handles held at once would each cost host memory outside the tier's
+    // memory limit; the store's table stops the tier at 1,024 and the next tier answers.
+    let toml = format!(
+        "{}{RULES_TIER}",
+        chaos_with(
+            "hoarder",
+            "handle-flood",
+            "fuel = 1_000_000_000\ndeadline_ms = 50",
+            "count = 100000"
+        )
+    );
+    let cascade = cascade(&toml).await;
+    let answer = cascade.predict(&request("handles")).await;
+    assert_eq!(kinds(&answer), vec!["trap"], "{answer:?}");
+    let message = answer.trail[0].message.clone().unwrap_or_default();
+    assert!(
+        message.contains("resource table has no free keys"),
+        "{message}"
+    );
+    assert_eq!(answer.served_by.tier, "rules");
+    // Under the cap, the same tier answers.
+    let toml = toml.replace("count = 100000", "count = 1000");
+    let answer = self::cascade(&toml).await.predict(&request("few")).await;
+    assert_eq!(answer.served_by.tier, "hoarder", "{answer:?}");
+}

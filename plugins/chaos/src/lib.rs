@@ -26,6 +26,7 @@
 //! | `log-flood` | logs `bytes` bytes in 1 KiB lines, then answers | logs truncated, served |
 //! | `abstain` | abstains (with a reason of `reason_bytes` bytes when set) | abstained (reason cut at 1 KiB) |
 //! | `many-reasons` | answers with `count` empty reasons | invalid output (too many reasons / too much data) |
+//! | `handle-flood` | holds `count` WASI stderr handles at once (raw WASI bindings) | trap: the host's resource table is full |
 //! | `control-chars` | answers with ESC / CR / newline in its label and reasons | escaped wherever shown |
 //! | `error` | returns a tier error | tier error |
 //! | `read-file` | tries to read `/etc/passwd` and list `/` | tier error naming the denial |
@@ -236,6 +237,20 @@ impl Guest for Chaos {
                     score,
                     confidence,
                     vec![String::new(); count],
+                ))
+            }
+            "handle-flood" => {
+                // Each `get-stderr` makes a new host-side handle; holding them all makes the host
+                // keep them until the store is dropped.
+                let count = params.integer_or("count", 100_000)? as usize;
+                let held: Vec<_> = (0..count)
+                    .map(|_| wasi::cli::stderr::get_stderr())
+                    .collect();
+                Ok(answer(
+                    &label,
+                    score,
+                    confidence,
+                    vec![format!("held={}", held.len())],
                 ))
             }
             "control-chars" => Ok(answer(

@@ -22,7 +22,7 @@ use hyper_util::rt::TokioExecutor;
 mod machine;
 mod support;
 
-use support::{HttpClient, Killed, free_port, variant, wait_ready};
+use support::{HttpClient, Killed, arg, flag, free_port, variant, wait_ready};
 
 const CASCADE: &str = r#"
 [cascade]
@@ -200,20 +200,13 @@ fn print_row(name: &str, s: &RunStats) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-    };
-    let smoke = args.iter().any(|a| a == "--smoke");
+    let smoke = flag("--smoke");
     let seconds: u64 = if smoke {
         1
     } else {
         arg("--seconds").unwrap_or(10)
     };
-    let connections = arg("--connections").unwrap_or(32) as usize;
+    let connections = arg::<usize>("--connections").unwrap_or(32);
     let duration = Duration::from_secs(seconds);
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -26,7 +26,7 @@ use hyper_util::rt::TokioExecutor;
 mod machine;
 mod support;
 
-use support::{HttpClient, Killed, free_port, variant, wait_ready};
+use support::{HttpClient, Killed, arg, flag, free_port, variant, wait_ready};
 
 fn cascade(audit: &Path) -> String {
     format!(
@@ -94,17 +94,10 @@ struct Counts {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let total = arg("--requests").unwrap_or(if smoke { 20_000 } else { 1_000_000 });
-    let connections = arg("--connections").unwrap_or(32);
-    let swap_every = Duration::from_secs(arg("--swap-every-s").unwrap_or(3));
+    let smoke = flag("--smoke");
+    let total = arg::<u64>("--requests").unwrap_or(if smoke { 20_000 } else { 1_000_000 });
+    let connections = arg::<u64>("--connections").unwrap_or(32);
+    let swap_every = Duration::from_secs(arg::<u64>("--swap-every-s").unwrap_or(3));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

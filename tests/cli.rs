@@ -336,3 +336,17 @@ fn drill_breaks_every_tier_every_way_and_reports_the_matrix() {
     assert!(stderr.contains("cascade.check_samples"), "{stderr}");
     assert_no_panic(&stderr);
 }
+
+#[test]
+fn check_stops_a_compilation_that_needs_more_memory_than_allowed() {
+    let (code, text) = check_with_plugin(
+        "hungry",
+        &huge_function_component(400_000),
+        "[engine]\ncompile_max_memory_mib = 64\ncompile_timeout_s = 600\n[[tier]]\nname = \"hungry\"\nplugin = \"hungry.wasm\"\n",
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("compilation stopped") && text.contains("compile_max_memory_mib = 64"),
+        "{text}"
+    );
+}

@@ -45,12 +45,7 @@ fuzz_target!(|data: &[u8]| {
         // Same names and values; a number may differ only in kind (`from_value` sees numbers
         // already parsed, so `-0` can arrive as the float -0.0 instead of the integer 0).
         // `from_json` keeps the caller's order; a parsed value has sorted its keys.
-        assert_eq!(request.features.len(), other.features.len());
-        let mut mine: Vec<_> = request.features.iter().collect();
-        let mut theirs: Vec<_> = other.features.iter().collect();
-        mine.sort_by(|a, b| a.0.cmp(&b.0));
-        theirs.sort_by(|a, b| a.0.cmp(&b.0));
-        for ((n1, v1), (n2, v2)) in mine.into_iter().zip(theirs) {
+        for ((n1, v1), (n2, v2)) in by_name(&request, &other) {
             assert_eq!(n1, n2);
             match (v1, v2) {
                 (FeatureValue::Integer(i), FeatureValue::Float(x))
@@ -83,13 +78,8 @@ fuzz_target!(|data: &[u8]| {
     let again = Request::from_json(&encode(&request))
         .unwrap_or_else(|e| panic!("re-encoded request refused: {e}"));
     assert_eq!(again.id, request.id);
-    assert_eq!(again.features.len(), request.features.len());
     // The re-encoding goes through a JSON object whose keys are sorted: compare by name.
-    let mut before: Vec<_> = request.features.iter().collect();
-    let mut after: Vec<_> = again.features.iter().collect();
-    before.sort_by(|a, b| a.0.cmp(&b.0));
-    after.sort_by(|a, b| a.0.cmp(&b.0));
-    for ((n1, v1), (n2, v2)) in before.into_iter().zip(after) {
+    for ((n1, v1), (n2, v2)) in by_name(&request, &again) {
         assert_eq!(n1, n2);
         match (v1, v2) {
             (FeatureValue::Float(a), FeatureValue::Float(b)) => {
@@ -99,3 +89,17 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The features of two requests paired by name (both must have the same number of them).
+fn by_name<'a>(
+    a: &'a Request,
+    b: &'a Request,
+) -> impl Iterator<Item = (&'a (String, FeatureValue), &'a (String, FeatureValue))> {
+    assert_eq!(a.features.len(), b.features.len());
+    let sorted = |r: &'a Request| {
+        let mut f: Vec<&'a (String, FeatureValue)> = r.features.iter().collect();
+        f.sort_by(|x, y| x.0.cmp(&y.0));
+        f
+    };
+    sorted(a).into_iter().zip(sorted(b))
+}

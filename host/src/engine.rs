@@ -381,32 +381,6 @@ pub fn compile_component_main(engine: &str, input: &Path, output: &Path) -> i32 
             return 2;
         }
     };
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::process::{Resource, Rlimit, setrlimit};
-        let cpu = limits.compile_timeout_s;
-        let memory = limits.compile_max_memory_mib * 1024 * 1024;
-        let set = setrlimit(
-            Resource::Cpu,
-            Rlimit {
-                current: Some(cpu),
-                maximum: Some(cpu + 1),
-            },
-        )
-        .and_then(|()| {
-            setrlimit(
-                Resource::Data,
-                Rlimit {
-                    current: Some(memory),
-                    maximum: Some(memory),
-                },
-            )
-        });
-        if let Err(e) = set {
-            eprintln!("cannot limit the compiler process: {e}");
-            return 2;
-        }
-    }
     let engine = match TierEngine::new(&limits, Path::new(".")) {
         Ok(e) => e,
         Err(e) => {
@@ -414,6 +388,10 @@ pub fn compile_component_main(engine: &str, input: &Path, output: &Path) -> i32 
             return 2;
         }
     };
+    if let Err(e) = limit_compile_process(&limits) {
+        eprintln!("cannot limit the compiler process: {e}");
+        return 2;
+    }
     let wasm = match std::fs::read(input) {
         Ok(w) => w,
         Err(e) => {
@@ -442,6 +420,43 @@ pub fn compile_component_main(engine: &str, input: &Path, output: &Path) -> i32 
             2
         }
     }
+}
+
+/// Limits this (compiler) process: `compile_timeout_s` of CPU, and `compile_max_memory_mib` of
+/// data beyond what it holds now. Called after the engine is built, so the engine's own
+/// reservations (the pooling allocator maps its table pool writable) are not counted against
+/// the compilation.
+#[cfg(target_os = "linux")]
+fn limit_compile_process(limits: &EngineLimits) -> std::io::Result<()> {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let data_now_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmData:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no VmData in /proc/self/status"))?;
+    let data = data_now_kib * 1024 + limits.compile_max_memory_mib * 1024 * 1024;
+    let cpu = limits.compile_timeout_s;
+    setrlimit(
+        Resource::Cpu,
+        Rlimit {
+            current: Some(cpu),
+            maximum: Some(cpu + 1),
+        },
+    )?;
+    setrlimit(
+        Resource::Data,
+        Rlimit {
+            current: Some(data),
+            maximum: Some(data),
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn limit_compile_process(_limits: &EngineLimits) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Advances the engine's epoch every `period`, drift-free (sleeps until `t0 + k * period`). A

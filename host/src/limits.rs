@@ -131,7 +131,8 @@ pub struct EngineLimits {
     pub max_plugin_mib: u64,
     /// CPU seconds (and, with slack, wall seconds) one plugin's compilation may take.
     pub compile_timeout_s: u64,
-    /// Memory one plugin's compilation may use, in MiB.
+    /// Memory one plugin's compilation may use, in MiB (beyond what the compiler process holds
+    /// once its engine is built).
     pub compile_max_memory_mib: u64,
 }
 

@@ -209,7 +209,7 @@ fn main() {
     let connections = arg::<usize>("--connections").unwrap_or(32);
     let duration = Duration::from_secs(seconds);
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tempdir");
     let rules_path = dir.path().join("rules.wasm");
     let rules = tierhost::builtin::get("rules").expect("builtin rules");

@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tierhost::limits::EngineLimits;
-use tierhost::{Cascade, CascadeConfig, FeatureValue, Request, TierEngine};
+use tierhost::EngineConfig;
+use tierhost::{Cascade, Config, FeatureValue, Request, TierEngine};
 
 #[path = "../plugins/rules/src/logic.rs"]
 #[allow(dead_code)]
@@ -104,8 +104,8 @@ fn us(d: Duration) -> String {
     format!("{:.2}", d.as_nanos() as f64 / 1000.0)
 }
 
-fn config(toml: &str) -> CascadeConfig {
-    CascadeConfig::parse(toml, Path::new("bench.toml"), Path::new(".")).expect("bench config")
+fn config(toml: &str) -> Config {
+    Config::parse(toml, Path::new("bench.toml"), Path::new(".")).expect("bench config")
 }
 
 const RULES_FRESH: &str = "[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n";
@@ -127,7 +127,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let engine = TierEngine::new(&EngineLimits::default(), Path::new(".")).expect("engine");
+    let engine = TierEngine::new(&EngineConfig::default(), Path::new(".")).expect("engine");
     let req = request();
 
     // Native baseline.
@@ -156,8 +156,8 @@ fn main() {
     };
     let measure = |toml: String, iterations: usize| measure_request(toml, &req, iterations);
     // The phishing primary (100 trees, 9 features): native vs sandbox with a warm instance.
-    let trees_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/phishing/models/primary_trees.json");
+    let trees_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/phishing/models/primary_trees.json");
     let tree_model = trees_logic::parse(&std::fs::read(&trees_path).expect("primary_trees.json"))
         .expect("valid trees");
     let tree_req = Request::from_json(PHISHING_ROW).expect("valid row");

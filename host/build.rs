@@ -21,10 +21,8 @@ const GUESTS: &[(&str, &str, bool)] = &[
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets this"));
-    let root = manifest_dir
-        .parent()
-        .expect("host/ has a parent")
-        .to_path_buf();
+    // The package sits at the top of the repository.
+    let root = manifest_dir;
     let plugins = root.join("plugins");
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

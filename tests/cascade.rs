@@ -79,8 +79,8 @@ async fn every_fallback_writes_one_audit_line() {
 
 #[tokio::test]
 async fn the_example_cascade_routes_each_sample_as_documented() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud");
-    let config = tierhost::CascadeConfig::load(&root.join("cascade.toml")).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fraud");
+    let config = tierhost::Config::load(&root.join("cascade.toml")).unwrap();
     let cascade = tierhost::Cascade::with_engine(engine(), &config)
         .await
         .unwrap();
@@ -120,18 +120,18 @@ async fn the_same_request_gets_the_same_answer() {
 #[tokio::test]
 async fn the_disk_cache_round_trips_and_refuses_a_directory_others_can_write() {
     use std::os::unix::fs::PermissionsExt;
-    use tierhost::limits::EngineLimits;
+    use tierhost::EngineConfig;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let limits = EngineLimits {
+    let limits = EngineConfig {
         cache_dir: Some(cache.clone()),
-        ..EngineLimits::default()
+        ..EngineConfig::default()
     };
     let wasm = tierhost::builtin::get("rules").unwrap();
 
     // First engine compiles and writes the artifact, private to this user.
     let first = tierhost::TierEngine::new(&limits, dir.path()).unwrap();
-    tierhost::plugin::Plugin::from_bytes(&first, "rules", wasm)
+    tierhost::Plugin::from_bytes(&first, "rules", wasm, &Default::default())
         .await
         .unwrap();
     let files: Vec<_> = std::fs::read_dir(&cache)
@@ -151,7 +151,7 @@ async fn the_disk_cache_round_trips_and_refuses_a_directory_others_can_write() {
 
     // A second engine loads it from disk and the tier works.
     let second = tierhost::TierEngine::new(&limits, dir.path()).unwrap();
-    let plugin = tierhost::plugin::Plugin::from_bytes(&second, "rules", wasm)
+    let plugin = tierhost::Plugin::from_bytes(&second, "rules", wasm, &Default::default())
         .await
         .unwrap();
     assert_eq!(plugin.info().name, "fraud-rules");
@@ -159,7 +159,7 @@ async fn the_disk_cache_round_trips_and_refuses_a_directory_others_can_write() {
     // Once others can write to the directory, cached code is refused, not loaded.
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
     let third = tierhost::TierEngine::new(&limits, dir.path()).unwrap();
-    let error = tierhost::plugin::Plugin::from_bytes(&third, "rules", wasm)
+    let error = tierhost::Plugin::from_bytes(&third, "rules", wasm, &Default::default())
         .await
         .err()
         .expect("refused");

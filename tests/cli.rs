@@ -15,7 +15,7 @@ fn tierhost(args: &[&str]) -> (i32, String, String) {
 }
 
 fn example(file: &str) -> String {
-    format!("{}/../examples/fraud/{file}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/examples/fraud/{file}", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn assert_no_panic(stderr: &str) {
@@ -155,7 +155,7 @@ fn the_demo_runs_on_embedded_defaults() {
 
 #[test]
 fn eval_prints_json_and_rejects_bad_arguments_clearly() {
-    let phishing = |f: &str| format!("{}/../examples/phishing/{f}", env!("CARGO_MANIFEST_DIR"));
+    let phishing = |f: &str| format!("{}/examples/phishing/{f}", env!("CARGO_MANIFEST_DIR"));
     let config = phishing("cascade.toml");
     let data = phishing("data/test.csv");
     let (code, stdout, stderr) = tierhost(&[

@@ -9,13 +9,9 @@ use common::*;
 use tierhost::eval::{self, Scenario};
 
 /// The phishing example: its directory, its cascade and the test split.
-fn phishing() -> (
-    std::path::PathBuf,
-    tierhost::CascadeConfig,
-    Vec<eval::LabeledRow>,
-) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/phishing");
-    let config = tierhost::CascadeConfig::load(&root.join("cascade.toml")).unwrap();
+fn phishing() -> (std::path::PathBuf, tierhost::Config, Vec<eval::LabeledRow>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/phishing");
+    let config = tierhost::Config::load(&root.join("cascade.toml")).unwrap();
     let labels = BTreeMap::from([
         ("1".into(), "phishing".into()),
         ("0".into(), "legitimate".into()),
@@ -29,7 +25,7 @@ fn labels() -> BTreeMap<String, String> {
 }
 
 fn fixture() -> Vec<eval::LabeledRow> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/eval.csv");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval.csv");
     eval::read_labeled_csv(&path, "label", &labels()).unwrap()
 }
 
@@ -202,7 +198,7 @@ async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
 
 #[tokio::test]
 async fn the_ood_guard_routes_out_of_range_rows_past_the_primary_and_keeps_the_rest() {
-    let stats = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/stats.json");
+    let stats = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stats.json");
     let toml = CASCADE.replace(
         "[[tier]]\nname = \"rules\"",
         &format!(
@@ -244,8 +240,8 @@ async fn the_ood_guard_routes_out_of_range_rows_past_the_primary_and_keeps_the_r
 
 #[tokio::test]
 async fn calibration_hits_its_target_on_the_data_it_was_fitted_on() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/phishing");
-    let mut config = tierhost::CascadeConfig::load(&root.join("cascade.toml")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/phishing");
+    let mut config = tierhost::Config::load(&root.join("cascade.toml")).unwrap();
     let labels = BTreeMap::from([
         ("1".into(), "phishing".into()),
         ("0".into(), "legitimate".into()),
@@ -359,7 +355,7 @@ async fn phishing_breaker_hedging_and_cache_scenarios() {
     let cacheable = answers[..rows.len()].iter().filter(|a| !a.degraded).count();
     let hits = second
         .iter()
-        .filter(|a| a.cache == Some(tierhost::policy::cache::CacheStatus::Hit))
+        .filter(|a| a.cache == Some(tierhost::CacheStatus::Hit))
         .count();
     assert!(hits >= cacheable, "{hits} hits, {cacheable} cacheable");
     assert!(repeat.cache_hits >= hits);

@@ -200,7 +200,7 @@ fn wide_component() -> Vec<u8> {
 async fn components_that_declare_many_core_instances_cannot_exhaust_the_pool() {
     // Before the pool was sized per component, 4 component slots came with 16 core-instance
     // slots: the second wide component failed to instantiate while 3 component slots were free.
-    let limits = tierhost::limits::EngineLimits {
+    let limits = tierhost::EngineConfig {
         max_instances: 4,
         ..Default::default()
     };

@@ -7,12 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tierhost::answer::Step;
-use tierhost::policy::breaker::BreakerState;
-use tierhost::policy::cache::CacheStatus;
-use tierhost::policy::clock::ManualClock;
-use tierhost::policy::memory::PolicyMemory;
-use tierhost::{Cascade, Request};
+use tierhost::{BreakerState, CacheStatus, Cascade, ManualClock, PolicyMemory, Request, Step};
 
 async fn load(toml: &str, memory: &PolicyMemory) -> Cascade {
     Cascade::with_memory(engine(), &config(toml), memory)
@@ -296,7 +291,7 @@ async fn degraded_answers_are_cached_only_when_asked() {
 #[test]
 fn bad_policy_values_are_rejected_naming_the_field() {
     let bad = |extra: &str| {
-        tierhost::CascadeConfig::parse(
+        tierhost::Config::parse(
             extra,
             std::path::Path::new("t.toml"),
             std::path::Path::new("."),

@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tierhost::service::CascadeService;
+use tierhost::CascadeService;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 

@@ -1,4 +1,4 @@
-//! Config parsing and validation (`CascadeConfig::parse`: `tierhost check`, start-up and every
+//! Config parsing and validation (`Config::parse`: `tierhost check`, start-up and every
 //! hot reload), fed arbitrary text.
 //!
 //! Besides "no panic", an accepted config must keep what validation promises: at least one
@@ -10,14 +10,14 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use tierhost::CascadeConfig;
-use tierhost::config::{InstanceMode, flatten_params};
+use tierhost::fuzzing::flatten_params;
+use tierhost::{Config, InstanceMode};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let config = match CascadeConfig::parse(text, Path::new("fuzz.toml"), Path::new("/base")) {
+    let config = match Config::parse(text, Path::new("fuzz.toml"), Path::new("/base")) {
         Ok(config) => config,
         Err(error) => {
             assert!(error.to_string().starts_with("fuzz.toml"), "{error}");
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         assert!((0.0..=1.0).contains(&tier.min_confidence));
         flatten_params(&tier.params).expect("validated params flatten");
         let _ = tier.limits.max_memory_bytes();
-        let _ = tierhost::guest::hostcall_fuel(&tier.limits);
+        let _ = tierhost::fuzzing::hostcall_fuel(&tier.limits);
     }
     assert!(
         reserved <= u128::from(config.engine.max_instances),

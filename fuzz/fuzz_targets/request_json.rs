@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tierhost::request::{MAX_FEATURES, MAX_ID_BYTES, MAX_TEXT_BYTES};
+use tierhost::defaults::{MAX_FEATURES, MAX_ID_BYTES, MAX_TEXT_BYTES};
 use tierhost::{FeatureValue, Request};
 
 fn encode(request: &Request) -> String {
@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // What the host hands a tier.
-    let lowered = tierhost::guest::lower(&request);
+    let lowered = tierhost::fuzzing::lower(&request);
     assert_eq!(lowered.features.len(), request.features.len());
 
     // Encoding an accepted request and decoding it again gives the same request.

@@ -21,17 +21,14 @@ use std::sync::{Arc, Mutex};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use tierhost::answer::{Answer, Decision, ServedBy, Step, TrailEntry};
-use tierhost::config::AcceptConfig;
-use tierhost::events::{AuditLog, emit_fallbacks};
-use tierhost::guest::bindings::tierhost::tier::types as wit;
-use tierhost::guest::{MAX_MESSAGE_BYTES, Prediction, printable};
-use tierhost::limits::TierLimits;
-use tierhost::policy::TierPolicy;
-use tierhost::policy::acceptance::{Acceptance, contract};
-use tierhost::policy::cache::CachedAnswer;
-use tierhost::policy::confidence::MinConfidence;
-use tierhost::reason::FallbackReason;
+use tierhost::fuzzing::{
+    Acceptance, CachedAnswer, MAX_MESSAGE_BYTES, MinConfidence, Prediction, TierPolicy, contract,
+    emit_fallbacks, printable, wit,
+};
+use tierhost::{
+    AcceptConfig, Answer, AuditLog, Decision, FallbackReason, ServedBy, Step, TierLimits,
+    TrailEntry,
+};
 
 #[derive(Arbitrary, Debug)]
 struct TierOutput {
@@ -267,7 +264,7 @@ fuzz_target!(|out: TierOutput| {
         no_control(line);
     }
     for entry in answer.trail.iter().filter(|e| e.reason.is_some()) {
-        let event = tierhost::events::FallbackEvent {
+        let event = tierhost::FallbackEvent {
             time: String::new(),
             cascade: "fuzz",
             request_id: &answer.request_id,

@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 
 use crate::answer::{Answer, Decision, ServedBy, Step, TrailEntry};
 use crate::config::{
-    CascadeConfig, ChaosConfig, InstanceMode, MAX_MODEL_BYTES, SafeDefaultConfig, TierConfig,
-    flatten_params,
+    ChaosConfig, Config, InstanceMode, MAX_MODEL_BYTES, PluginSource, SafeDefaultConfig,
+    TierConfig, flatten_params,
 };
 use crate::engine::TierEngine;
 use crate::error::{ConfigError, LoadError};
 use crate::events::{self, AuditLog};
-use crate::guest::{self, Prediction, TierAnswer, TierRequest};
+use crate::guest::{self, Prediction, TierOutcome, TierRequest};
 use crate::plugin::Plugin;
 use crate::policy::breaker::{Breaker, BreakerCore, BreakerEvents};
 use crate::policy::cache::{CacheStatus, Lookup, PredictionCache};
-use crate::policy::chaos::Chaos;
+use crate::policy::chaos::{Chaos, ChaosMode};
 use crate::policy::clock::Clock;
 use crate::policy::hedge::{Hedge, HedgeState};
 use crate::policy::memory::PolicyMemory;
@@ -67,7 +67,7 @@ impl CascadeTier {
 /// Loads a tier's plugin and its model grant.
 async fn load_tier(
     engine: &TierEngine,
-    config: &CascadeConfig,
+    config: &Config,
     tier: &TierConfig,
     params: &[(String, crate::config::ParamValue)],
 ) -> Result<Sandbox, LoadError> {
@@ -90,7 +90,7 @@ async fn load_tier(
         }
         None => Arc::from(Vec::new()),
     };
-    let plugin = Plugin::load_for(engine, &tier.plugin, &config.base_dir, &tier.limits).await?;
+    let plugin = Plugin::load(engine, &tier.plugin, &config.base_dir, &tier.limits).await?;
     Ok(Sandbox::new(
         Arc::new(plugin),
         &tier.name,
@@ -106,25 +106,26 @@ async fn load_tier(
 /// tier's own limits.
 async fn load_chaos(
     engine: &TierEngine,
-    config: &CascadeConfig,
+    config: &Config,
     tier: &TierConfig,
     chaos: &ChaosConfig,
 ) -> Result<Chaos, LoadError> {
-    if chaos.mode == crate::policy::chaos::LATENCY_MODE {
+    if chaos.mode == ChaosMode::Latency {
         return Ok(Chaos {
             config: chaos.clone(),
             sandbox: None,
         });
     }
-    let plugin = Plugin::load_for(engine, "builtin:chaos", &config.base_dir, &tier.limits).await?;
+    let chaos_plugin = PluginSource::Builtin("chaos".into());
+    let plugin = Plugin::load(engine, &chaos_plugin, &config.base_dir, &tier.limits).await?;
     let mut params = flatten_params(&chaos.params).map_err(LoadError::Describe)?;
     params.push((
         "mode".to_string(),
-        crate::config::ParamValue::Text(chaos.mode.clone()),
+        crate::config::ParamValue::Text(chaos.mode.as_str().to_string()),
     ));
     let mut limits = tier.limits.clone();
     // Injected hangs must meet the deadline, not the fuel limit.
-    if chaos.mode == "spin" {
+    if chaos.mode == ChaosMode::Spin {
         limits.fuel = u64::MAX / 2;
     }
     let sandbox = Sandbox::new(
@@ -242,7 +243,7 @@ type Walked = (Vec<TrailEntry>, Option<(usize, Prediction)>);
 
 impl Cascade {
     /// Creates the engine from `[engine]` and loads every tier.
-    pub async fn load(config: &CascadeConfig) -> Result<Self, ConfigError> {
+    pub async fn load(config: &Config) -> Result<Self, ConfigError> {
         let engine = TierEngine::new(&config.engine, &config.base_dir).map_err(|e| {
             ConfigError::Invalid {
                 path: config.source.clone(),
@@ -253,11 +254,27 @@ impl Cascade {
         Self::with_engine(engine, config).await
     }
 
+    /// Creates the engine and loads every tier, failing if any tier does not load (for tools,
+    /// tests and embedders that want all or nothing; a server uses [`Self::load`], which keeps
+    /// serving with the tiers that did load and records the rest).
+    pub async fn load_strict(config: &Config) -> Result<Self, ConfigError> {
+        Self::load(config).await?.strict(config)
+    }
+
+    /// Fails with the first tier that did not load.
+    pub fn strict(self, config: &Config) -> Result<Self, ConfigError> {
+        match self.load_errors().first() {
+            Some((tier, error)) => Err(ConfigError::TierLoad {
+                path: config.source.clone(),
+                tier: tier.to_string(),
+                error: (*error).clone(),
+            }),
+            None => Ok(self),
+        }
+    }
+
     /// Loads every tier of `config` on an existing engine, with fresh policy state.
-    pub async fn with_engine(
-        engine: TierEngine,
-        config: &CascadeConfig,
-    ) -> Result<Self, ConfigError> {
+    pub async fn with_engine(engine: TierEngine, config: &Config) -> Result<Self, ConfigError> {
         Self::with_memory(engine, config, &PolicyMemory::default()).await
     }
 
@@ -266,7 +283,7 @@ impl Cascade {
     /// reloads with the same memory keeps the state of every tier whose plugin did not change.
     pub async fn with_memory(
         engine: TierEngine,
-        config: &CascadeConfig,
+        config: &Config,
         memory: &PolicyMemory,
     ) -> Result<Self, ConfigError> {
         let invalid = |field: String, problem: String| ConfigError::Invalid {
@@ -481,10 +498,10 @@ impl Cascade {
                 let deadline = Duration::from_millis(tier.config.limits.deadline_ms);
                 let report = sandbox.predict(&guest::lower(sample), deadline).await;
                 let fault = match report.result {
-                    Ok(TierAnswer::Answer(p)) => {
+                    Ok(TierOutcome::Answer(p)) => {
                         acceptance::contract(&p, &tier.config.limits).err()
                     }
-                    Ok(TierAnswer::Abstain(_)) => None,
+                    Ok(TierOutcome::Abstain(_)) => None,
                     Err(reason) => Some(reason),
                 };
                 if let Some(reason) = fault {
@@ -795,8 +812,8 @@ fn conclude(
 ) -> (TrailEntry, Option<Prediction>) {
     let policies = &tier.policies;
     let verdict = match report.result {
-        Ok(TierAnswer::Answer(p)) => policies.judge(&p).map(|()| p),
-        Ok(TierAnswer::Abstain(reason)) => Err(FallbackReason::Abstained { reason }),
+        Ok(TierOutcome::Answer(p)) => policies.judge(&p).map(|()| p),
+        Ok(TierOutcome::Abstain(reason)) => Err(FallbackReason::Abstained { reason }),
         Err(reason) => Err(reason),
     };
     policies.observe(

@@ -20,9 +20,10 @@ use serde::Serialize;
 
 use crate::answer::{Answer, Decision, Step};
 use crate::cascade::{Cascade, SAFE_DEFAULT};
-use crate::config::{CascadeConfig, ChaosConfig};
+use crate::config::{ChaosConfig, Config, PluginSource};
 use crate::engine::TierEngine;
 use crate::error::{ConfigError, RequestError};
+use crate::policy::chaos::ChaosMode;
 use crate::request::Request;
 use crate::service::BUDGET_GRACE;
 
@@ -86,16 +87,16 @@ impl Fault {
 
     /// The `builtin:chaos` mode that produces the fault (none for the load failure, which is
     /// injected by replacing the plugin).
-    pub fn chaos_mode(self) -> Option<&'static str> {
+    pub fn chaos_mode(self) -> Option<ChaosMode> {
         Some(match self {
-            Self::Loop => "infinite-loop",
-            Self::MemoryBomb => "memory-bomb",
-            Self::Trap => "trap",
-            Self::StackOverflow => "recursion",
-            Self::Hang => "sleep",
-            Self::Nan => "nan",
-            Self::OversizedOutput => "huge-reason",
-            Self::Abstain => "abstain",
+            Self::Loop => ChaosMode::InfiniteLoop,
+            Self::MemoryBomb => ChaosMode::MemoryBomb,
+            Self::Trap => ChaosMode::Trap,
+            Self::StackOverflow => ChaosMode::Recursion,
+            Self::Hang => ChaosMode::Sleep,
+            Self::Nan => ChaosMode::Nan,
+            Self::OversizedOutput => ChaosMode::HugeReason,
+            Self::Abstain => ChaosMode::Abstain,
             Self::LoadFailure => return None,
         })
     }
@@ -183,7 +184,7 @@ pub fn read_requests(path: &Path) -> Result<Vec<Request>, DrillError> {
 }
 
 /// The default sample set: the config's `cascade.check_samples`, resolved.
-pub fn default_samples(config: &CascadeConfig) -> Result<PathBuf, DrillError> {
+pub fn default_samples(config: &Config) -> Result<PathBuf, DrillError> {
     config
         .cascade
         .check_samples
@@ -488,7 +489,7 @@ pub struct FaultSpec {
 /// stop calling a failing tier or answer without it, and the drill must see the tier's own
 /// reason on every request), no configured chaos (the drill injects its own), no audit file
 /// (a drill must not write production logs). Returns the copy and what was removed.
-pub fn drill_base(config: &CascadeConfig) -> (CascadeConfig, Vec<String>) {
+pub fn drill_base(config: &Config) -> (Config, Vec<String>) {
     let mut base = config.clone();
     let mut removed = Vec::new();
     if base.cache.take().is_some() {
@@ -513,7 +514,7 @@ pub fn drill_base(config: &CascadeConfig) -> (CascadeConfig, Vec<String>) {
 
 /// The drill copy of `base` with tier `index` carrying `fault`; `corrupt` is the file a
 /// load failure points the tier at.
-pub fn faulted(base: &CascadeConfig, index: usize, fault: Fault, corrupt: &Path) -> CascadeConfig {
+pub fn faulted(base: &Config, index: usize, fault: Fault, corrupt: &Path) -> Config {
     let mut config = base.clone();
     if let Some(tier) = config.tiers.get_mut(index) {
         match fault.chaos_mode() {
@@ -530,16 +531,11 @@ pub fn faulted(base: &CascadeConfig, index: usize, fault: Fault, corrupt: &Path)
                     );
                 }
                 tier.chaos = Some(ChaosConfig {
-                    mode: mode.into(),
-                    rate: 1.0,
-                    seed: 0,
-                    from_s: None,
-                    until_s: None,
-                    latency_ms: None,
                     params,
+                    ..ChaosConfig::new(mode, 1.0)
                 });
             }
-            None => tier.plugin = corrupt.to_string_lossy().into_owned(),
+            None => tier.plugin = PluginSource::File(corrupt.to_path_buf()),
         }
     }
     config
@@ -580,7 +576,7 @@ const CORRUPT_PLUGIN: &[u8] = b"\0asm\x0d\0\x01\0tierhost drill: this is not a c
 /// one at a time.
 pub async fn run(
     engine: &TierEngine,
-    config: &CascadeConfig,
+    config: &Config,
     samples_source: &str,
     samples: &[Request],
 ) -> Result<DrillReport, DrillError> {
@@ -1009,24 +1005,27 @@ mod tests {
     fn drill_copies_strip_memory_and_inject_one_fault() {
         let toml = "[cache]\n[[tier]]\nname = \"a\"\nplugin = \"builtin:rules\"\n\
                     [tier.breaker]\n[[tier]]\nname = \"b\"\nplugin = \"builtin:rules\"\n";
-        let config = CascadeConfig::parse(toml, Path::new("t.toml"), Path::new(".")).unwrap();
+        let config = Config::parse(toml, Path::new("t.toml"), Path::new(".")).unwrap();
         let (base, removed) = drill_base(&config);
         assert_eq!(removed, vec!["[cache]", "tier \"a\".breaker"]);
         assert!(base.cache.is_none() && base.tiers[0].breaker.is_none());
         let hang = faulted(&base, 1, Fault::Hang, Path::new("/x"));
         assert_eq!(
-            hang.tiers[1].chaos.as_ref().map(|c| c.mode.as_str()),
-            Some("sleep")
+            hang.tiers[1].chaos.as_ref().map(|c| c.mode),
+            Some(ChaosMode::Sleep)
         );
         assert!(hang.tiers[0].chaos.is_none());
         let broken = faulted(&base, 0, Fault::LoadFailure, Path::new("/x/corrupt.wasm"));
-        assert_eq!(broken.tiers[0].plugin, "/x/corrupt.wasm");
+        assert_eq!(
+            broken.tiers[0].plugin,
+            PluginSource::File("/x/corrupt.wasm".into())
+        );
         assert!(broken.tiers[0].chaos.is_none());
         let big = faulted(&base, 0, Fault::OversizedOutput, Path::new("/x"));
         let chaos = big.tiers[0]
             .chaos
             .as_ref()
-            .map(|c| (c.mode.as_str(), c.params["bytes"].as_integer()));
-        assert_eq!(chaos, Some(("huge-reason", Some(2 * 16_384))));
+            .map(|c| (c.mode, c.params["bytes"].as_integer()));
+        assert_eq!(chaos, Some((ChaosMode::HugeReason, Some(2 * 16_384))));
     }
 }

@@ -18,7 +18,7 @@ use wasmtime::{
 
 use crate::error::{EngineError, LoadError};
 use crate::guest::{self, CallState};
-use crate::limits::EngineLimits;
+use crate::limits::EngineConfig;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -46,7 +46,7 @@ pub struct TierEngine {
 struct EngineInner {
     engine: Engine,
     linker: Linker<CallState>,
-    limits: EngineLimits,
+    limits: EngineConfig,
     compat_hash: String,
     cache_dir: Option<PathBuf>,
     compiled: Mutex<HashMap<String, Component>>,
@@ -77,7 +77,7 @@ const COMPILE_WALL_SLACK: Duration = Duration::from_secs(30);
 impl TierEngine {
     /// Builds the engine from the `[engine]` section. `base_dir` resolves a relative
     /// `cache_dir`.
-    pub fn new(limits: &EngineLimits, base_dir: &Path) -> Result<Self, EngineError> {
+    pub fn new(limits: &EngineConfig, base_dir: &Path) -> Result<Self, EngineError> {
         let stack = limits.max_wasm_stack_kib as usize * KIB;
         let mut pool = PoolingAllocationConfig::new();
         let slots = limits.max_instances;
@@ -157,7 +157,7 @@ impl TierEngine {
     }
 
     /// Engine-wide settings.
-    pub fn limits(&self) -> &EngineLimits {
+    pub fn limits(&self) -> &EngineConfig {
         &self.inner.limits
     }
 
@@ -236,7 +236,7 @@ impl TierEngine {
         let input = dir.join(format!("{key}.wasm"));
         let output = dir.join(format!("{key}.cwasm"));
         write_private(&input, wasm)?;
-        let engine = serde_json::to_string(&EngineLimits {
+        let engine = serde_json::to_string(&EngineConfig {
             cache_dir: None,
             ..limits.clone()
         })
@@ -374,7 +374,7 @@ impl Drop for RemoveOnDrop {
 /// process exit code: 0 on success, [`COMPILE_EXIT_INVALID`] for an invalid component, 2 for
 /// anything else.
 pub fn compile_component_main(engine: &str, input: &Path, output: &Path) -> i32 {
-    let limits: EngineLimits = match serde_json::from_str(engine) {
+    let limits: EngineConfig = match serde_json::from_str(engine) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("bad --engine settings: {e}");
@@ -427,7 +427,7 @@ pub fn compile_component_main(engine: &str, input: &Path, output: &Path) -> i32 
 /// reservations (the pooling allocator maps its table pool writable) are not counted against
 /// the compilation.
 #[cfg(target_os = "linux")]
-fn limit_compile_process(limits: &EngineLimits) -> std::io::Result<()> {
+fn limit_compile_process(limits: &EngineConfig) -> std::io::Result<()> {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let status = std::fs::read_to_string("/proc/self/status")?;
     let data_now_kib: u64 = status
@@ -455,7 +455,7 @@ fn limit_compile_process(limits: &EngineLimits) -> std::io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn limit_compile_process(_limits: &EngineLimits) -> std::io::Result<()> {
+fn limit_compile_process(_limits: &EngineConfig) -> std::io::Result<()> {
     Ok(())
 }
 

@@ -52,6 +52,16 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// A tier's plugin did not load (from a strict load: [`crate::Cascade::load_strict`]).
+    #[error("{path}: tier \"{tier}\".plugin: {error}")]
+    TierLoad {
+        /// Config file.
+        path: PathBuf,
+        /// The tier.
+        tier: String,
+        /// Why it did not load.
+        error: LoadError,
+    },
 }
 
 /// A plugin that cannot be turned into a runnable tier.
@@ -112,3 +122,26 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot create the wasm engine: {0}")]
 pub struct EngineError(pub String);
+
+/// A service that cannot start, or background work that cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The config is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The wasm engine cannot be created.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The metrics registry refused a metric.
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// The cascade loader thread cannot start or died.
+    #[error("cascade loader: {0}")]
+    Loader(String),
+    /// Watching the config and plugin files for changes failed.
+    #[error("file watch: {0}")]
+    Watch(String),
+    /// Listening or serving failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -37,7 +37,7 @@ use crate::request::{FeatureValue, Request};
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "tier",
-        path: "../wit",
+        path: "wit",
         exports: { default: async },
     });
 }
@@ -291,7 +291,7 @@ fn wasi_ctx(seed: u64, stderr: MemoryOutputPipe) -> WasiCtx {
 
 /// What a tier returned, lifted into host types (before the host's acceptance checks).
 #[derive(Debug, Clone)]
-pub enum TierAnswer {
+pub enum TierOutcome {
     /// An answer.
     Answer(Prediction),
     /// An abstention with the tier's reason.
@@ -445,10 +445,10 @@ pub async fn call_predict(
     instance: &TierInstance,
     store: &mut Store<CallState>,
     request: &TierRequest,
-) -> wasmtime::Result<Result<TierAnswer, FallbackReason>> {
+) -> wasmtime::Result<Result<TierOutcome, FallbackReason>> {
     Ok(match instance.call_predict(store, request).await? {
-        Ok(wit::Outcome::Answer(p)) => Ok(TierAnswer::Answer(p.into())),
-        Ok(wit::Outcome::Abstain(reason)) => Ok(TierAnswer::Abstain(truncate(
+        Ok(wit::Outcome::Answer(p)) => Ok(TierOutcome::Answer(p.into())),
+        Ok(wit::Outcome::Abstain(reason)) => Ok(TierOutcome::Abstain(truncate(
             printable(reason),
             MAX_MESSAGE_BYTES,
         ))),

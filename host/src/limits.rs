@@ -65,7 +65,7 @@ impl TierLimits {
     }
 
     /// Checks the limits against the engine's ceilings; the error is `(field, problem)`.
-    pub fn validate(&self, engine: &EngineLimits) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self, engine: &EngineConfig) -> Result<(), (&'static str, String)> {
         if self.fuel == 0 {
             return Err(("fuel", "must be greater than 0".into()));
         }
@@ -115,7 +115,7 @@ pub const DEFAULT_COMPILE_MAX_MEMORY_MIB: u64 = 2048;
 /// `[engine]`: settings shared by every tier, fixed when the host starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct EngineLimits {
+pub struct EngineConfig {
     /// Wasm stack per call, in KiB. wasmtime applies it engine-wide, so it is not per tier.
     pub max_wasm_stack_kib: u64,
     /// Period of the epoch ticker that enforces deadlines, in microseconds.
@@ -136,7 +136,7 @@ pub struct EngineLimits {
     pub compile_max_memory_mib: u64,
 }
 
-impl Default for EngineLimits {
+impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             max_wasm_stack_kib: DEFAULT_MAX_WASM_STACK_KIB,
@@ -151,7 +151,7 @@ impl Default for EngineLimits {
     }
 }
 
-impl EngineLimits {
+impl EngineConfig {
     /// Checks the values; the error is `(field, problem)`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(16..=8 * 1024).contains(&self.max_wasm_stack_kib) {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tierhost::{Answer, Cascade, CascadeConfig, Decision, Request};
+use tierhost::{Answer, Cascade, Config, Decision, Request};
 
 /// The demo cascade and its requests, embedded so `tierhost demo` needs no files.
 const DEMO_CONFIG: &str = include_str!("../../examples/fraud/cascade.toml");
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         output,
     } = &cli.command
     {
-        let code = tierhost::engine::compile_component_main(engine, input, output);
+        let code = tierhost::compile_component_main(engine, input, output);
         return ExitCode::from(u8::try_from(code).unwrap_or(2));
     }
     let default_filter = match cli.command {
@@ -142,7 +142,7 @@ fn main() -> ExitCode {
 }
 
 async fn check(path: &Path) -> Result<ExitCode> {
-    let config = CascadeConfig::load(path)?;
+    let config = Config::load(path)?;
     let cascade = Cascade::load(&config).await?;
     let errors = cascade.load_errors();
     println!(
@@ -216,7 +216,7 @@ async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
         target > 0.0 && target <= 1.0,
         "--target-accuracy must be within (0, 1]"
     );
-    let config = CascadeConfig::load(config_path)?;
+    let config = Config::load(config_path)?;
     let rows = eval::read_labeled_csv(data, label_column, &parse_labels(labels)?)
         .map_err(anyhow::Error::msg)?;
     let engine = tierhost::TierEngine::new(&config.engine, &config.base_dir)?;
@@ -235,8 +235,8 @@ async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
             .sandbox
             .as_ref()
             .map(|s| s.plugin().info().kind)
-            .unwrap_or(tierhost::guest::TierKind::Other);
-        if kind != tierhost::guest::TierKind::Model {
+            .unwrap_or(tierhost::TierKind::Other);
+        if kind != tierhost::TierKind::Model {
             println!("# tier \"{}\" ({kind}): not a model, left as is", tier.name);
             continue;
         }
@@ -328,7 +328,7 @@ struct CalibrateArgs {
 
 async fn eval(args: EvalArgs) -> Result<ExitCode> {
     use tierhost::eval::{self, Scenario};
-    let config = CascadeConfig::load(&args.input.config)?;
+    let config = Config::load(&args.input.config)?;
     let labels = parse_labels(&args.input.labels)?;
     let positive = args
         .positive
@@ -350,7 +350,7 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         args.rate.is_finite() && args.rate > 0.0,
         "--rate must be a number of rows per second > 0"
     );
-    let mut runs: Vec<(String, CascadeConfig, Vec<eval::LabeledRow>)> = scenarios
+    let mut runs: Vec<(String, Config, Vec<eval::LabeledRow>)> = scenarios
         .iter()
         .map(|s| {
             let replay = s.rows(&rows);
@@ -434,9 +434,9 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
             dir.join("runs.json"),
             serde_json::to_string_pretty(&document)?,
         )?;
-        tierhost::plots::tier_mix(&dir.join("tier_mix.svg"), &reports, &tiers)
+        tierhost::eval::plots::tier_mix(&dir.join("tier_mix.svg"), &reports, &tiers)
             .map_err(anyhow::Error::msg)?;
-        tierhost::plots::accuracy_vs_coverage(
+        tierhost::eval::plots::accuracy_vs_coverage(
             &dir.join("accuracy_vs_coverage.svg"),
             &tiers[0],
             &curve,
@@ -479,7 +479,7 @@ struct DrillArgs {
 async fn drill(args: DrillArgs) -> Result<ExitCode> {
     use tierhost::drill;
     anyhow::ensure!(args.rows > 0, "--rows must be at least 1");
-    let config = CascadeConfig::load(&args.config)?;
+    let config = Config::load(&args.config)?;
     let (source, mut samples) = match (&args.samples, &args.data) {
         (Some(path), _) => (path.clone(), drill::read_requests(path)?),
         (None, Some(csv)) => {
@@ -523,7 +523,7 @@ async fn drill(args: DrillArgs) -> Result<ExitCode> {
 }
 
 async fn serve(config_path: &Path, listen: Option<String>) -> Result<ExitCode> {
-    let service = tierhost::service::CascadeService::start(config_path).await?;
+    let service = tierhost::CascadeService::start(config_path).await?;
     let addr = listen.unwrap_or_else(|| service.current().config.server.listen.clone());
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -533,7 +533,7 @@ async fn serve(config_path: &Path, listen: Option<String>) -> Result<ExitCode> {
 }
 
 async fn run(config_path: &Path, input: &Path) -> Result<ExitCode> {
-    let config = CascadeConfig::load(config_path)?;
+    let config = Config::load(config_path)?;
     let text = if input == Path::new("-") {
         let mut s = String::new();
         std::io::stdin()
@@ -553,8 +553,7 @@ async fn run(config_path: &Path, input: &Path) -> Result<ExitCode> {
 
 async fn demo(json: bool) -> Result<ExitCode> {
     let base = Path::new(".");
-    let healthy =
-        CascadeConfig::parse(DEMO_CONFIG, Path::new("examples/fraud/cascade.toml"), base)?;
+    let healthy = Config::parse(DEMO_CONFIG, Path::new("examples/fraud/cascade.toml"), base)?;
     let requests = DEMO_REQUESTS
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -2,6 +2,7 @@
 //! compiling it through the engine's cache, pre-instantiating it against the host's linker
 //! (which is where a component of the wrong world is refused), and asking it to `describe`
 //! itself. All of this happens off the request path.
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::config::{PluginSource, resolve_path};
 use crate::engine::TierEngine;
 use crate::error::LoadError;
 use crate::guest::{self, TierKind, TierPre};
@@ -43,41 +45,23 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// Loads `source` (`builtin:<name>` or a path relative to `base_dir`), describing it under
-    /// the default tier limits.
+    /// Loads `source` for a tier with `limits` (`describe` runs under them); relative paths
+    /// resolve against `base_dir`.
     pub async fn load(
         engine: &TierEngine,
-        source: &str,
-        base_dir: &Path,
-    ) -> Result<Self, LoadError> {
-        Self::load_for(engine, source, base_dir, &TierLimits::default()).await
-    }
-
-    /// Loads `source` for a tier with `limits`: `describe` runs under them.
-    pub async fn load_for(
-        engine: &TierEngine,
-        source: &str,
+        source: &PluginSource,
         base_dir: &Path,
         limits: &TierLimits,
     ) -> Result<Self, LoadError> {
         let bytes = read_source(source, base_dir)?;
-        Self::from_bytes_for(engine, source, &bytes, limits).await
-    }
-
-    /// Loads a component from its bytes, describing it under the default tier limits.
-    pub async fn from_bytes(
-        engine: &TierEngine,
-        source: &str,
-        wasm: &[u8],
-    ) -> Result<Self, LoadError> {
-        Self::from_bytes_for(engine, source, wasm, &TierLimits::default()).await
+        Self::from_bytes(engine, &source.to_string(), &bytes, limits).await
     }
 
     /// Loads a component from its bytes for a tier with `limits`. `describe` runs under the
     /// tier's fuel, memory and output limits; its deadline is [`DESCRIBE_DEADLINE`] (loading
     /// is off the request path, and a cold first instance on a busy host can take longer than
     /// a fallback tier's few-millisecond call deadline).
-    pub async fn from_bytes_for(
+    pub async fn from_bytes(
         engine: &TierEngine,
         source: &str,
         wasm: &[u8],
@@ -146,21 +130,21 @@ impl Plugin {
     }
 }
 
-/// Reads a plugin's bytes from `builtin:<name>` or a file.
-pub fn read_source(source: &str, base_dir: &Path) -> Result<Vec<u8>, LoadError> {
-    if let Some(name) = source.strip_prefix("builtin:") {
-        return crate::builtin::get(name)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| LoadError::UnknownBuiltin(name.to_string()));
+/// A plugin's bytes, wherever they come from.
+fn read_source<'a>(source: &'a PluginSource, base_dir: &Path) -> Result<Cow<'a, [u8]>, LoadError> {
+    match source {
+        PluginSource::Builtin(name) => crate::builtin::get(name)
+            .map(Cow::Borrowed)
+            .ok_or_else(|| LoadError::UnknownBuiltin(name.clone())),
+        PluginSource::Bytes(bytes) => Ok(Cow::Borrowed(bytes)),
+        PluginSource::File(path) => {
+            let path = resolve_path(base_dir, path);
+            std::fs::read(&path)
+                .map(Cow::Owned)
+                .map_err(|e| LoadError::Read {
+                    path,
+                    message: e.to_string(),
+                })
+        }
     }
-    let path = Path::new(source);
-    let path = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base_dir.join(path)
-    };
-    std::fs::read(&path).map_err(|e| LoadError::Read {
-        path,
-        message: e.to_string(),
-    })
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 
 use crate::config::{InstanceMode, ParamValue};
-use crate::guest::{self, CallState, Params, StoreSetup, TierAnswer, TierInstance, TierRequest};
+use crate::guest::{self, CallState, Params, StoreSetup, TierInstance, TierOutcome, TierRequest};
 use crate::limits::TierLimits;
 use crate::plugin::Plugin;
 use crate::reason::FallbackReason;
@@ -21,7 +21,7 @@ use crate::reason::FallbackReason;
 #[derive(Debug)]
 pub struct CallReport {
     /// The tier's answer, or why there is none.
-    pub result: Result<TierAnswer, FallbackReason>,
+    pub result: Result<TierOutcome, FallbackReason>,
     /// Wall time of the call, instantiation included.
     pub elapsed: Duration,
     /// Fuel the call consumed (instantiation included).

@@ -1,13 +1,11 @@
-//! `tierhost serve`: the HTTP API over a [`CascadeService`], plus the background work of a
-//! service: reload on SIGHUP / file change / admin call, fallback-rate alert evaluation with
-//! webhook delivery, and graceful shutdown (stop accepting, finish in-flight, flush the audit).
+//! `tierhost serve`: the HTTP API over a [`CascadeService`] (the service's own background work,
+//! reloads and alerts, runs beside it), and graceful shutdown (stop accepting, finish
+//! in-flight, flush the audit).
 //!
 //! A bad request gets a 4xx with a JSON `{"error": ...}`; a misbehaving tier or overload never
 //! produces a 5xx: the cascade always answers.
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,15 +16,12 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::alerts::AlertEvent;
+use crate::error::ServiceError;
 use crate::request::Request;
-use crate::service::CascadeService;
+use crate::service::{CascadeService, shutdown_signal};
 
 /// The OpenAPI document of this API (kept true by `tests/server.rs`).
 pub const OPENAPI: &str = include_str!("../openapi.json");
-
-/// Debounce for file-change reloads: editors and `cp` produce bursts of events.
-const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Shared handler state.
 #[derive(Clone)]
@@ -166,7 +161,7 @@ async fn tiers(State(state): State<AppState>) -> Response {
         .iter()
         .map(|t| TierView {
             name: t.config.name.clone(),
-            plugin: t.config.plugin.clone(),
+            plugin: t.config.plugin.to_string(),
             state: if t.sandbox.is_ok() {
                 "loaded"
             } else {
@@ -233,7 +228,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn admin_reload(State(state): State<AppState>) -> Response {
     let report = state.service.reload("admin").await;
-    let status = if report.outcome == "applied" {
+    let status = if report.outcome == crate::service::ReloadOutcome::Applied {
         StatusCode::OK
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
@@ -266,158 +261,19 @@ async fn admin_breaker(
     }
 }
 
-/// Runs the service on `listener` until SIGTERM / Ctrl-C, then drains and flushes.
+/// Runs the service on `listener` until SIGTERM / Ctrl-C, with its background work (reloads,
+/// alerts), then drains in-flight requests and flushes the audit log.
 pub async fn serve(
     service: Arc<CascadeService>,
     listener: tokio::net::TcpListener,
-) -> anyhow::Result<()> {
-    let watch = service.current().config.server.watch;
-    let background = vec![
-        tokio::spawn(alert_loop(service.clone())),
-        tokio::spawn(sighup_loop(service.clone())),
-    ];
-    // Keep the watcher alive for the lifetime of the server.
-    let _watcher = if watch {
-        Some(watch_files(service.clone())?)
-    } else {
-        None
-    };
+) -> Result<(), ServiceError> {
+    let background = service.run_background()?;
     tracing::info!(addr = %listener.local_addr()?, "tierhost serving");
     axum::serve(listener, router(service.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    for task in background {
-        task.abort();
-    }
+    drop(background);
     service.flush();
     tracing::info!("stopped: in-flight requests finished, audit log flushed");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
-}
-
-async fn sighup_loop(service: Arc<CascadeService>) {
-    #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            service.reload("sighup").await;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = service;
-}
-
-async fn alert_loop(service: Arc<CascadeService>) {
-    let webhook = service.alerts().config().webhook.clone();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        for event in service.evaluate_alerts() {
-            if let Some(url) = &webhook {
-                tokio::spawn(post_webhook(url.clone(), event));
-            }
-        }
-    }
-}
-
-async fn post_webhook(url: String, event: AlertEvent) {
-    use http_body_util::Full;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let body = match serde_json::to_vec(&event) {
-        Ok(b) => b,
-        Err(_) => return,
-    };
-    let request = match hyper::Request::post(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(%url, error = %e, "bad alert webhook URL");
-            return;
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(5), client.request(request)).await {
-        Ok(Ok(response)) if response.status().is_success() => {}
-        Ok(Ok(response)) => {
-            tracing::error!(%url, status = %response.status(), "alert webhook refused the event")
-        }
-        Ok(Err(e)) => tracing::error!(%url, error = %e, "alert webhook failed"),
-        Err(_) => tracing::error!(%url, "alert webhook timed out after 5 s"),
-    }
-}
-
-/// Paths whose change triggers a reload: the config and every tier's `.wasm` file.
-fn watched_files(service: &CascadeService) -> BTreeSet<PathBuf> {
-    let loaded = service.current();
-    let mut files = BTreeSet::new();
-    files.insert(absolute(service.config_path()));
-    for tier in &loaded.config.tiers {
-        if !tier.plugin.starts_with("builtin:") {
-            files.insert(absolute(&loaded.config.resolve(Path::new(&tier.plugin))));
-        }
-    }
-    files
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// Watches the directories holding the config and plugins (editors and deploy tools replace
-/// files by rename, which a watch on the file itself would miss) and reloads on changes to
-/// the files of interest, debounced.
-fn watch_files(service: Arc<CascadeService>) -> anyhow::Result<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && !matches!(event.kind, notify::EventKind::Access(_))
-        {
-            let _ = tx.send(event.paths);
-        }
-    })?;
-    let dirs: BTreeSet<PathBuf> = watched_files(&service)
-        .iter()
-        .filter_map(|f| f.parent().map(Path::to_path_buf))
-        .collect();
-    for dir in &dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    }
-    tokio::spawn(async move {
-        while let Some(paths) = rx.recv().await {
-            let files = watched_files(&service);
-            if !paths.iter().any(|p| files.contains(&absolute(p))) {
-                continue;
-            }
-            // Let the burst of events of one change settle, then reload once.
-            tokio::time::sleep(WATCH_DEBOUNCE).await;
-            while rx.try_recv().is_ok() {}
-            service.reload("file-change").await;
-        }
-    });
-    Ok(watcher)
 }

@@ -5,18 +5,17 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use tierhost::limits::EngineLimits;
-use tierhost::{Answer, Cascade, CascadeConfig, Request, TierEngine};
+use tierhost::{Answer, Cascade, Config, EngineConfig, Request, TierEngine};
 
 pub fn engine() -> TierEngine {
     static ENGINE: OnceLock<TierEngine> = OnceLock::new();
     ENGINE
-        .get_or_init(|| TierEngine::new(&EngineLimits::default(), Path::new(".")).expect("engine"))
+        .get_or_init(|| TierEngine::new(&EngineConfig::default(), Path::new(".")).expect("engine"))
         .clone()
 }
 
-pub fn config(toml: &str) -> CascadeConfig {
-    CascadeConfig::parse(toml, Path::new("test.toml"), Path::new(".")).expect("valid test config")
+pub fn config(toml: &str) -> Config {
+    Config::parse(toml, Path::new("test.toml"), Path::new(".")).expect("valid test config")
 }
 
 pub async fn cascade(toml: &str) -> Cascade {

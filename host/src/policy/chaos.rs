@@ -16,8 +16,8 @@ use crate::sandbox::Sandbox;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChaosConfig {
-    /// A `builtin:chaos` mode: `trap`, `panic`, `nan`, `sleep`, `spin`, `infinite-loop`, ...
-    pub mode: String,
+    /// The injected fault.
+    pub mode: ChaosMode,
     /// Share of calls (by a seeded hash of the request id) that get the fault.
     #[serde(default = "default_rate")]
     pub rate: f64,
@@ -39,14 +39,128 @@ pub struct ChaosConfig {
     pub params: toml::Table,
 }
 
-/// The mode that delays the tier's own call instead of replacing it.
-pub const LATENCY_MODE: &str = "latency";
+/// `[tier.chaos] mode`: the fault the `builtin:chaos` tier injects (see `plugins/chaos`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChaosMode {
+    /// Answers normally (a control).
+    Ok,
+    /// Traps on a seeded share of requests (`fault_rate`), answers the rest.
+    Flaky,
+    /// A different fault per request, cycling through the kinds.
+    Mixed,
+    /// Counts calls in its own memory (shows state leaking between calls).
+    Count,
+    /// Loops forever (stopped by fuel or the deadline).
+    InfiniteLoop,
+    /// Spins on a clock (stopped by the deadline).
+    Burn,
+    /// Spins on a clock; the host lifts its fuel limit so the deadline, not fuel, stops it.
+    Spin,
+    /// Sleeps in a WASI call for `seconds` (stopped by the host's timeout).
+    Sleep,
+    /// Grows memory until the limit.
+    MemoryBomb,
+    /// Allocates `mib` MiB.
+    Alloc,
+    /// Panics (a trap).
+    Panic,
+    /// Executes `unreachable`.
+    Trap,
+    /// Recurses until the stack overflows.
+    Recursion,
+    /// Answers a NaN score.
+    Nan,
+    /// Answers confidence 1.5.
+    Overconfident,
+    /// Answers a reason of `bytes` bytes.
+    HugeReason,
+    /// Answers a label outside the contract.
+    BadLabel,
+    /// Writes logs past the log budget.
+    LogFlood,
+    /// Abstains.
+    Abstain,
+    /// Answers more reasons than `max_reasons`.
+    ManyReasons,
+    /// Opens host handles until the resource table is full.
+    HandleFlood,
+    /// Answers text with terminal control characters.
+    ControlChars,
+    /// Returns a tier error.
+    Error,
+    /// Tries to read a file.
+    ReadFile,
+    /// Tries to read environment variables.
+    ReadEnv,
+    /// Tries to open a network connection.
+    Connect,
+    /// Reads the clocks (frozen by the host).
+    Clock,
+    /// Not a chaos tier: the host waits `latency_ms` before calling the tier's own plugin.
+    Latency,
+}
+
+impl ChaosMode {
+    /// The mode's name, as the chaos tier's `mode` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Flaky => "flaky",
+            Self::Mixed => "mixed",
+            Self::Count => "count",
+            Self::InfiniteLoop => "infinite-loop",
+            Self::Burn => "burn",
+            Self::Spin => "spin",
+            Self::Sleep => "sleep",
+            Self::MemoryBomb => "memory-bomb",
+            Self::Alloc => "alloc",
+            Self::Panic => "panic",
+            Self::Trap => "trap",
+            Self::Recursion => "recursion",
+            Self::Nan => "nan",
+            Self::Overconfident => "overconfident",
+            Self::HugeReason => "huge-reason",
+            Self::BadLabel => "bad-label",
+            Self::LogFlood => "log-flood",
+            Self::Abstain => "abstain",
+            Self::ManyReasons => "many-reasons",
+            Self::HandleFlood => "handle-flood",
+            Self::ControlChars => "control-chars",
+            Self::Error => "error",
+            Self::ReadFile => "read-file",
+            Self::ReadEnv => "read-env",
+            Self::Connect => "connect",
+            Self::Clock => "clock",
+            Self::Latency => "latency",
+        }
+    }
+}
+
+impl std::fmt::Display for ChaosMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 fn default_rate() -> f64 {
     1.0
 }
 
 impl ChaosConfig {
+    /// `mode` on a `rate` share of calls, at all times, seed 0, no extra parameters.
+    pub fn new(mode: ChaosMode, rate: f64) -> Self {
+        Self {
+            mode,
+            rate,
+            seed: 0,
+            from_s: None,
+            until_s: None,
+            latency_ms: None,
+            params: toml::Table::new(),
+        }
+    }
+
     /// Checks the values; `Err((field, problem))`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(0.0..=1.0).contains(&self.rate) {
@@ -62,9 +176,9 @@ impl ChaosConfig {
         {
             return Err(("until_s", format!("must be greater than from_s ({a})")));
         }
-        match (self.mode.as_str(), self.latency_ms) {
-            (LATENCY_MODE, Some(ms)) if ms.is_finite() && ms > 0.0 => {}
-            (LATENCY_MODE, _) => {
+        match (self.mode, self.latency_ms) {
+            (ChaosMode::Latency, Some(ms)) if ms.is_finite() && ms > 0.0 => {}
+            (ChaosMode::Latency, _) => {
                 return Err((
                     "latency_ms",
                     "mode = \"latency\" needs latency_ms > 0".into(),
@@ -135,7 +249,7 @@ mod tests {
 
     fn chaos(rate: f64, from_s: Option<f64>, until_s: Option<f64>) -> ChaosConfig {
         ChaosConfig {
-            mode: "trap".into(),
+            mode: ChaosMode::Trap,
             rate,
             seed: 7,
             from_s,

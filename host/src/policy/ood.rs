@@ -17,9 +17,9 @@ use crate::request::{FeatureValue, Request};
 pub struct OodConfig {
     /// Feature statistics file (relative to the config).
     pub stats: std::path::PathBuf,
-    /// `range` (training min/max), `quantile` (p01/p99) or `zscore` (|x - mean| / std).
-    #[serde(default = "default_method")]
-    pub method: String,
+    /// How a value is judged against the training statistics.
+    #[serde(default)]
+    pub method: OodMethod,
     /// Widening of the range / quantile bounds, as a share of the training range.
     #[serde(default)]
     pub margin: f64,
@@ -34,8 +34,17 @@ pub struct OodConfig {
     pub missing: bool,
 }
 
-fn default_method() -> String {
-    "range".into()
+/// `[tier.ood] method`: the bounds a feature value must fall within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OodMethod {
+    /// The training min/max, widened by `margin` (the default).
+    #[default]
+    Range,
+    /// The training p01/p99, widened by `margin`.
+    Quantile,
+    /// At most `max_z` standard deviations from the training mean.
+    Zscore,
 }
 fn default_max_z() -> f64 {
     4.0
@@ -71,12 +80,6 @@ pub struct OodGuard {
 impl OodGuard {
     /// Loads the statistics file named by `config` (resolved by the caller).
     pub fn load(config: &OodConfig, stats_path: &Path) -> Result<Self, String> {
-        if !["range", "quantile", "zscore"].contains(&config.method.as_str()) {
-            return Err(format!(
-                "unknown method `{}` (range, quantile, zscore)",
-                config.method
-            ));
-        }
         let text = std::fs::read_to_string(stats_path)
             .map_err(|e| format!("{}: {e}", stats_path.display()))?;
         let file: StatsFile = serde_json::from_str(&text)
@@ -105,9 +108,9 @@ impl OodGuard {
                 }
             };
             let spread = (stats.max - stats.min) * self.config.margin;
-            let (lo, hi) = match self.config.method.as_str() {
-                "quantile" => (stats.p01 - spread, stats.p99 + spread),
-                "zscore" => {
+            let (lo, hi) = match self.config.method {
+                OodMethod::Quantile => (stats.p01 - spread, stats.p99 + spread),
+                OodMethod::Zscore => {
                     let z = if stats.std > 0.0 {
                         (x - stats.mean).abs() / stats.std
                     } else {
@@ -120,7 +123,7 @@ impl OodGuard {
                     }
                     (f64::NEG_INFINITY, f64::INFINITY)
                 }
-                _ => (stats.min - spread, stats.max + spread),
+                OodMethod::Range => (stats.min - spread, stats.max + spread),
             };
             if x < lo || x > hi {
                 return Err(format!(
@@ -156,7 +159,7 @@ impl TierPolicy for OodGuard {
 mod tests {
     use super::*;
 
-    fn guard(method: &str) -> OodGuard {
+    fn guard(method: OodMethod) -> OodGuard {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stats.json");
         std::fs::write(
@@ -167,7 +170,7 @@ mod tests {
         .unwrap();
         let config = OodConfig {
             stats: path.clone(),
-            method: method.into(),
+            method,
             margin: 0.0,
             max_z: 2.0,
             unknown_values: true,
@@ -186,7 +189,7 @@ mod tests {
 
     #[test]
     fn keeps_in_range_rows_and_routes_away_the_rest() {
-        let g = guard("range");
+        let g = guard(OodMethod::Range);
         assert_eq!(g.check(&req(0.5, Some(12.0))), Ok(()));
         assert!(
             g.check(&req(1.5, Some(12.0)))
@@ -200,9 +203,9 @@ mod tests {
                 .contains("never seen")
         );
         assert!(g.check(&req(0.5, None)).unwrap_err().contains("missing"));
-        let q = guard("quantile");
+        let q = guard(OodMethod::Quantile);
         assert!(q.check(&req(0.5, Some(10.5))).is_err(), "below p01");
-        let z = guard("zscore");
+        let z = guard(OodMethod::Zscore);
         assert!(
             z.check(&req(0.5, Some(19.5)))
                 .unwrap_err()

@@ -5,6 +5,8 @@
 //! Scenarios are config transformations: faults are injected into the primary tier with the
 //! tier's own `[tier.chaos]` setting, so every injected fault really happens inside a sandbox
 //! and is classified by the same machinery as a real one.
+pub mod plots;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -13,8 +15,9 @@ use serde::Serialize;
 
 use crate::answer::{Answer, Decision, Step};
 use crate::cascade::Cascade;
-use crate::config::{CascadeConfig, ChaosConfig, HedgeConfig};
+use crate::config::{ChaosConfig, Config, HedgeConfig};
 use crate::engine::TierEngine;
+use crate::policy::chaos::ChaosMode;
 use crate::policy::clock::ManualClock;
 use crate::policy::memory::PolicyMemory;
 use crate::request::{FeatureValue, Request};
@@ -208,17 +211,12 @@ impl Scenario {
 
     /// The config this scenario runs, for a replay of `rows` rows at `rows_per_s` (the
     /// cascade's clock advances by `1 / rows_per_s` per row, see [`run`]).
-    pub fn apply(self, config: &CascadeConfig, rows: usize, rows_per_s: f64) -> CascadeConfig {
+    pub fn apply(self, config: &Config, rows: usize, rows_per_s: f64) -> Config {
         let mut config = config.clone();
-        let chaos = |mode: &str, rate: f64| {
+        let chaos = |mode, rate| {
             Some(ChaosConfig {
-                mode: mode.into(),
-                rate,
                 seed: 7,
-                from_s: None,
-                until_s: None,
-                latency_ms: None,
-                params: Default::default(),
+                ..ChaosConfig::new(mode, rate)
             })
         };
         let replay_s = rows as f64 / rows_per_s;
@@ -227,21 +225,19 @@ impl Scenario {
                 Self::Normal | Self::Repeat | Self::Shift | Self::ShiftNoGuard => {
                     primary.chaos.take()
                 }
-                Self::PrimaryDown => chaos("trap", 1.0),
-                Self::PrimarySlow | Self::PrimarySlowNoBreaker => chaos("sleep", 1.0),
-                Self::PrimaryGarbage => chaos("nan", 1.0),
-                Self::FaultMix => chaos("trap", 0.2),
-                Self::PrimaryFlapping => chaos("trap", 1.0).map(|c| ChaosConfig {
+                Self::PrimaryDown => chaos(ChaosMode::Trap, 1.0),
+                Self::PrimarySlow | Self::PrimarySlowNoBreaker => chaos(ChaosMode::Sleep, 1.0),
+                Self::PrimaryGarbage => chaos(ChaosMode::Nan, 1.0),
+                Self::FaultMix => chaos(ChaosMode::Trap, 0.2),
+                Self::PrimaryFlapping => chaos(ChaosMode::Trap, 1.0).map(|c| ChaosConfig {
                     from_s: Some(0.1 * replay_s),
                     until_s: Some(0.3 * replay_s),
                     ..c
                 }),
                 Self::PrimaryHeavyTail | Self::PrimaryHeavyTailHedged => {
-                    chaos(crate::policy::chaos::LATENCY_MODE, HEAVY_TAIL_RATE).map(|c| {
-                        ChaosConfig {
-                            latency_ms: Some(HEAVY_TAIL_MS),
-                            ..c
-                        }
+                    chaos(ChaosMode::Latency, HEAVY_TAIL_RATE).map(|c| ChaosConfig {
+                        latency_ms: Some(HEAVY_TAIL_MS),
+                        ..c
                     })
                 }
             };
@@ -584,7 +580,7 @@ pub fn auc(scored: &[(f64, bool)]) -> Option<f64> {
 }
 
 /// Each tier alone: a config with only that tier, no confidence threshold, no chaos.
-pub fn single_tier_configs(config: &CascadeConfig) -> Vec<(String, CascadeConfig)> {
+pub fn single_tier_configs(config: &Config) -> Vec<(String, Config)> {
     config
         .tiers
         .iter()
@@ -681,7 +677,7 @@ pub fn scored(rows: &[LabeledRow], answers: &[Answer]) -> Vec<(f64, bool)> {
 }
 
 /// Loads a scenario's cascade on `engine` for a replay at [`DEFAULT_ROWS_PER_S`].
-pub async fn load(engine: &TierEngine, config: &CascadeConfig) -> Result<ReplayCascade, String> {
+pub async fn load(engine: &TierEngine, config: &Config) -> Result<ReplayCascade, String> {
     load_at(engine, config, DEFAULT_ROWS_PER_S).await
 }
 
@@ -689,7 +685,7 @@ pub async fn load(engine: &TierEngine, config: &CascadeConfig) -> Result<ReplayC
 /// `rows_per_s` (no audit file: eval must not write production logs).
 pub async fn load_at(
     engine: &TierEngine,
-    config: &CascadeConfig,
+    config: &Config,
     rows_per_s: f64,
 ) -> Result<ReplayCascade, String> {
     if !(rows_per_s.is_finite() && rows_per_s > 0.0) {

@@ -1,6 +1,8 @@
 //! A cascade run as a long-lived service: the current cascade behind an atomic pointer (hot
 //! swap), the host-wide bulkhead, metrics and alerts, and reloads that compile off the request
-//! path and never replace a working cascade with a broken one.
+//! path and never replace a working cascade with a broken one. What triggers reloads and
+//! evaluates alerts in the background (SIGHUP, file changes, the alert clock) is in
+//! [`lifecycle`]; no transport is needed (the HTTP server is one user of it).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,11 +11,16 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+mod lifecycle;
+
+pub use lifecycle::{Background, shutdown_signal};
+
 use crate::alerts::FallbackAlerts;
 use crate::answer::Answer;
 use crate::cascade::Cascade;
-use crate::config::CascadeConfig;
+use crate::config::Config;
 use crate::engine::TierEngine;
+use crate::error::ServiceError;
 use crate::metrics::Metrics;
 use crate::policy::breaker::{BreakerMode, BreakerState};
 use crate::policy::memory::PolicyMemory;
@@ -26,20 +33,30 @@ use crate::request::Request;
 pub const BUDGET_GRACE: Duration = Duration::from_millis(50);
 
 /// A loaded cascade with the config it came from.
-pub struct Loaded {
+pub struct Live {
     /// The cascade.
     pub cascade: Cascade,
     /// Its config.
-    pub config: CascadeConfig,
+    pub config: Config,
     /// 1 for the cascade loaded at start, +1 per applied reload.
     pub generation: u64,
+}
+
+/// Whether a reload replaced the serving cascade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReloadOutcome {
+    /// The new cascade serves.
+    Applied,
+    /// The new cascade failed to load or check; the old one keeps serving.
+    Rejected,
 }
 
 /// What a reload did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadReport {
-    /// `applied` or `rejected`.
-    pub outcome: &'static str,
+    /// Whether the new cascade serves.
+    pub outcome: ReloadOutcome,
     /// What triggered it (`sighup`, `admin`, `file-change`).
     pub trigger: String,
     /// Generation serving after the reload.
@@ -57,7 +74,7 @@ pub struct ReloadReport {
 pub struct CascadeService {
     engine: TierEngine,
     config_path: PathBuf,
-    current: ArcSwap<Loaded>,
+    current: ArcSwap<Live>,
     reload_lock: tokio::sync::Mutex<()>,
     in_flight: Semaphore,
     metrics: Arc<Metrics>,
@@ -68,12 +85,19 @@ pub struct CascadeService {
 }
 
 impl CascadeService {
-    /// Loads the config and its cascade. Tiers that fail to load are reported by `/readyz`
-    /// and stepped over; a config that cannot be parsed is an error.
-    pub async fn start(config_path: &Path) -> anyhow::Result<Arc<Self>> {
-        let config = CascadeConfig::load(config_path)?;
+    /// Loads the config file and its cascade. Tiers that fail to load are reported by
+    /// `/readyz` and stepped over; a config that cannot be parsed is an error. [`Self::reload`]
+    /// re-reads this file.
+    pub async fn start(config_path: &Path) -> Result<Arc<Self>, ServiceError> {
+        Self::new(Config::load(config_path)?).await
+    }
+
+    /// Runs `config` (from a file or made in code; [`Self::reload`] re-reads `config.source`,
+    /// [`Self::reload_with`] takes a new config).
+    pub async fn new(config: Config) -> Result<Arc<Self>, ServiceError> {
+        let config_path = config.source.clone();
         let engine = TierEngine::new(&config.engine, &config.base_dir)?;
-        let metrics = Arc::new(Metrics::new()?);
+        let metrics = Arc::new(Metrics::new().map_err(|e| ServiceError::Metrics(e.to_string()))?);
         let memory = Arc::new(PolicyMemory::default().with_observer(metrics.clone()));
         let cascade = load_off_request_path(engine.clone(), config.clone(), memory.clone()).await?;
         for (tier, error) in cascade.load_errors() {
@@ -85,8 +109,8 @@ impl CascadeService {
             metrics,
             memory,
             engine,
-            config_path: config_path.to_path_buf(),
-            current: ArcSwap::from_pointee(Loaded {
+            config_path,
+            current: ArcSwap::from_pointee(Live {
                 cascade,
                 config,
                 generation: 1,
@@ -99,7 +123,7 @@ impl CascadeService {
     }
 
     /// The cascade serving now.
-    pub fn current(&self) -> Arc<Loaded> {
+    pub fn current(&self) -> Arc<Live> {
         self.current.load_full()
     }
 
@@ -163,12 +187,25 @@ impl CascadeService {
         answer
     }
 
-    /// Re-reads the config, loads every tier (compiling off the request path), checks it, and
-    /// swaps it in atomically, or rejects it and keeps the working cascade.
+    /// Re-reads the config file, loads every tier (compiling off the request path), checks it,
+    /// and swaps it in atomically, or rejects it and keeps the working cascade.
     pub async fn reload(&self, trigger: &str) -> ReloadReport {
+        let started = Instant::now();
+        match Config::load(&self.config_path) {
+            Ok(config) => self.reload_with(config, trigger).await,
+            Err(e) => {
+                let _one_at_a_time = self.reload_lock.lock().await;
+                self.rejected(trigger, e.to_string(), started)
+            }
+        }
+    }
+
+    /// Loads `config` (every tier must load and pass `check_samples`) and swaps it in
+    /// atomically, or rejects it and keeps the working cascade.
+    pub async fn reload_with(&self, config: Config, trigger: &str) -> ReloadReport {
         let _one_at_a_time = self.reload_lock.lock().await;
         let started = Instant::now();
-        let result = self.load_candidate().await;
+        let result = self.load_candidate(config).await;
         let previous = self.current.load_full();
         match result {
             Ok((cascade, config)) => {
@@ -178,31 +215,32 @@ impl CascadeService {
                 self.memory.retain(cascade.memory_keys());
                 let digests = cascade.plugin_digests();
                 self.engine.retain_compiled(|sha| digests.contains(sha));
-                self.current.store(Arc::new(Loaded {
+                self.current.store(Arc::new(Live {
                     cascade,
                     config,
                     generation,
                 }));
                 self.publish_tiers();
                 self.metrics.reload(true);
-                let report = self.report("applied", trigger, None, started);
+                let report = self.report(ReloadOutcome::Applied, trigger, None, started);
                 tracing::info!(trigger, generation, tiers = ?report.tiers, "reload applied");
                 report
             }
-            Err(reason) => {
-                self.metrics.reload(false);
-                tracing::error!(trigger, %reason, "reload rejected; the previous cascade keeps serving");
-                self.report("rejected", trigger, Some(reason), started)
-            }
+            Err(reason) => self.rejected(trigger, reason, started),
         }
     }
 
-    async fn load_candidate(&self) -> Result<(Cascade, CascadeConfig), String> {
-        let config = CascadeConfig::load(&self.config_path).map_err(|e| e.to_string())?;
+    fn rejected(&self, trigger: &str, reason: String, started: Instant) -> ReloadReport {
+        self.metrics.reload(false);
+        tracing::error!(trigger, %reason, "reload rejected; the previous cascade keeps serving");
+        self.report(ReloadOutcome::Rejected, trigger, Some(reason), started)
+    }
+
+    async fn load_candidate(&self, config: Config) -> Result<(Cascade, Config), String> {
         let cascade =
             load_off_request_path(self.engine.clone(), config.clone(), self.memory.clone())
                 .await
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(|e| e.to_string())?;
         if let Some((tier, error)) = cascade.load_errors().first() {
             return Err(format!("tier \"{tier}\": {error}"));
         }
@@ -215,7 +253,7 @@ impl CascadeService {
 
     fn report(
         &self,
-        outcome: &'static str,
+        outcome: ReloadOutcome,
         trigger: &str,
         reason: Option<String>,
         started: Instant,
@@ -278,7 +316,7 @@ impl CascadeService {
         Ok(state)
     }
 
-    /// Re-evaluates the fallback-rate alerts (called every second by the server).
+    /// Re-evaluates the fallback-rate alerts (called every second by [`Background`]).
     pub fn evaluate_alerts(&self) -> Vec<crate::alerts::AlertEvent> {
         let (events, states) = self.alerts.evaluate(self.uptime_s());
         for (tier, firing, rate) in states {
@@ -288,13 +326,13 @@ impl CascadeService {
             tracing::warn!(
                 target: "tierhost::alert",
                 tier = %event.tier,
-                state = event.state,
+                state = event.state.as_str(),
                 rate = event.rate,
                 calls = event.calls,
                 threshold = event.threshold,
                 window_s = event.window_s,
                 "fallback-rate alert {}",
-                event.state
+                event.state.as_str()
             );
         }
         events
@@ -318,9 +356,9 @@ const LOADER_NICE: i32 = 10;
 /// must not stall the runtime's workers, which keep answering requests meanwhile.
 async fn load_off_request_path(
     engine: TierEngine,
-    config: CascadeConfig,
+    config: Config,
     memory: Arc<PolicyMemory>,
-) -> anyhow::Result<Cascade> {
+) -> Result<Cascade, ServiceError> {
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -330,10 +368,11 @@ async fn load_off_request_path(
             #[cfg(target_os = "linux")]
             let _ = rustix::process::setpriority_process(None, LOADER_NICE);
             let _ = tx.send(handle.block_on(Cascade::with_memory(engine, &config, &memory)));
-        })?;
+        })
+        .map_err(|e| ServiceError::Loader(e.to_string()))?;
     Ok(rx
         .await
-        .map_err(|_| anyhow::anyhow!("the loader thread died"))??)
+        .map_err(|_| ServiceError::Loader("the loader thread died".into()))??)
 }
 
 fn read_samples(path: &Path) -> Result<Vec<Request>, String> {

@@ -19,6 +19,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::answer::{Answer, Decision, ServedBy};
+
+#[cfg(feature = "redis")]
+mod redis_store;
+#[cfg(not(feature = "redis"))]
+#[path = "no_redis.rs"]
+mod redis_store;
 use crate::request::{FeatureValue, Request};
 
 /// Which store holds cached answers.
@@ -92,9 +98,7 @@ impl CacheConfig {
                 "url",
                 "the redis backend needs url = \"redis://host:port\"".into(),
             )),
-            (CacheBackend::Redis, Some(url)) => redis::Client::open(url.as_str())
-                .map(drop)
-                .map_err(|e| ("url", format!("not a Redis URL: {e}"))),
+            (CacheBackend::Redis, Some(url)) => redis_store::check_url(url).map_err(|e| ("url", e)),
             (CacheBackend::Embedded, Some(_)) => {
                 Err(("url", "only used with backend = \"redis\"".into()))
             }
@@ -160,7 +164,7 @@ pub fn embedded_store(config: &CacheConfig) -> EmbeddedStore {
 
 enum Store {
     Embedded(Arc<EmbeddedStore>),
-    Redis(redis::aio::ConnectionManager),
+    Redis(redis_store::RedisStore),
 }
 
 /// A cascade's prediction cache.
@@ -192,20 +196,10 @@ impl PredictionCache {
     ) -> Result<Self, String> {
         let store = match config.backend {
             CacheBackend::Embedded => Store::Embedded(embedded()),
-            CacheBackend::Redis => {
-                let url = config.url.as_deref().unwrap_or_default();
-                let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
-                let bound = Some(Duration::from_millis(config.timeout_ms));
-                let manager_config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(bound)
-                    .set_response_timeout(bound)
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(1));
-                Store::Redis(
-                    redis::aio::ConnectionManager::new_lazy_with_config(client, manager_config)
-                        .map_err(|e| format!("{url}: {e}"))?,
-                )
-            }
+            CacheBackend::Redis => Store::Redis(redis_store::RedisStore::new(
+                config.url.as_deref().unwrap_or_default(),
+                Duration::from_millis(config.timeout_ms),
+            )?),
         };
         Ok(Self {
             config: config.clone(),
@@ -260,32 +254,21 @@ impl PredictionCache {
                 Some(a) => Lookup::Hit(a.as_ref().clone()),
                 None => Lookup::Miss,
             },
-            Store::Redis(manager) => {
+            Store::Redis(redis) => {
                 if self.in_backoff() {
                     return Lookup::Bypass;
                 }
-                let mut conn = manager.clone();
-                let mut cmd = redis::cmd("GET");
-                cmd.arg(key);
-                let get = cmd.query_async::<Option<Vec<u8>>>(&mut conn);
-                match tokio::time::timeout(self.bound(), get).await {
-                    Ok(Ok(Some(bytes))) => match serde_json::from_slice(&bytes) {
+                match redis.get(key).await {
+                    Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                         Ok(answer) => Lookup::Hit(answer),
                         Err(e) => {
                             self.warn(&format!("unreadable cached answer under {key}: {e}"));
                             Lookup::Miss
                         }
                     },
-                    Ok(Ok(None)) => Lookup::Miss,
-                    Ok(Err(e)) => {
-                        self.failed(&format!("GET failed: {e}"));
-                        Lookup::Bypass
-                    }
-                    Err(_) => {
-                        self.failed(&format!(
-                            "GET took longer than {} ms",
-                            self.config.timeout_ms
-                        ));
+                    Ok(None) => Lookup::Miss,
+                    Err(problem) => {
+                        self.failed(&problem);
                         Lookup::Bypass
                     }
                 }
@@ -308,28 +291,12 @@ impl PredictionCache {
         };
         match &self.store {
             Store::Embedded(store) => store.insert(key, Arc::new(cached)),
-            Store::Redis(manager) => {
-                let Ok(bytes) = serde_json::to_vec(&cached) else {
-                    return;
-                };
-                let mut conn = manager.clone();
-                let (bound, ttl_ms) = (self.bound(), self.config.ttl_s * 1_000);
-                tokio::spawn(async move {
-                    let mut cmd = redis::cmd("SET");
-                    cmd.arg(&key).arg(bytes).arg("PX").arg(ttl_ms);
-                    let set = cmd.query_async::<()>(&mut conn);
-                    match tokio::time::timeout(bound, set).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::debug!(error = %e, "cache SET failed"),
-                        Err(_) => tracing::debug!("cache SET timed out"),
-                    }
-                });
+            Store::Redis(redis) => {
+                if let Ok(bytes) = serde_json::to_vec(&cached) {
+                    redis.set_in_background(key, bytes, self.config.ttl_s * 1_000);
+                }
             }
         }
-    }
-
-    fn bound(&self) -> Duration {
-        Duration::from_millis(self.config.timeout_ms)
     }
 
     fn in_backoff(&self) -> bool {

@@ -12,13 +12,43 @@ use serde::Serialize;
 use crate::answer::Answer;
 use crate::config::AlertConfig;
 
+#[cfg(feature = "webhooks")]
+mod webhook;
+#[cfg(feature = "webhooks")]
+pub use webhook::deliver;
+
+/// Built without webhooks: a config with `[alerts] webhook` is refused when validated, so
+/// there is never an event to deliver.
+#[cfg(not(feature = "webhooks"))]
+pub fn deliver(_url: String, _event: AlertEvent) {}
+
+/// Where an alert went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertState {
+    /// The rate stayed above the threshold for `for_s`.
+    Firing,
+    /// The rate stayed below the threshold for `for_s`.
+    Resolved,
+}
+
+impl AlertState {
+    /// `firing` or `resolved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
 /// One alert transition.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertEvent {
     /// The tier.
     pub tier: String,
-    /// `firing` or `resolved`.
-    pub state: &'static str,
+    /// Whether it started or stopped firing.
+    pub state: AlertState,
     /// Fallback share over the window.
     pub rate: f64,
     /// Calls in the window.
@@ -122,7 +152,11 @@ impl FallbackAlerts {
                 window.firing = should_fire;
                 events.push(AlertEvent {
                     tier: tier.clone(),
-                    state: if should_fire { "firing" } else { "resolved" },
+                    state: if should_fire {
+                        AlertState::Firing
+                    } else {
+                        AlertState::Resolved
+                    },
                     rate,
                     calls,
                     threshold: self.config.fallback_rate,
@@ -214,7 +248,7 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(
             (events[0].tier.as_str(), events[0].state),
-            ("primary", "firing")
+            ("primary", AlertState::Firing)
         );
         assert_eq!(alerts.firing(), vec!["primary".to_string()]);
         // A minute later the bad seconds have left the window: healthy traffic resolves it.
@@ -222,7 +256,7 @@ mod tests {
             alerts.observe(&answer(false), 70);
         }
         let (events, _) = alerts.evaluate(70);
-        assert_eq!(events[0].state, "resolved");
+        assert_eq!(events[0].state, AlertState::Resolved);
         assert!(alerts.firing().is_empty());
     }
 
@@ -249,7 +283,7 @@ mod tests {
             assert!(alerts.evaluate(second).0.is_empty(), "{second}");
         }
         let (events, _) = alerts.evaluate(302);
-        assert_eq!(events[0].state, "firing");
+        assert_eq!(events[0].state, AlertState::Firing);
         // A dip shorter than for_s does not resolve it.
         for _ in 0..100 {
             alerts.observe(&answer(false), 400);
@@ -264,7 +298,7 @@ mod tests {
         }
         // Low since 400 s: resolved 300 s later.
         let (events, _) = alerts.evaluate(700);
-        assert_eq!(events[0].state, "resolved");
+        assert_eq!(events[0].state, AlertState::Resolved);
     }
 
     #[test]

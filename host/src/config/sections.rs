@@ -38,7 +38,7 @@ fn default_audit_keep() -> u32 {
 }
 
 /// `[server]`: settings of `tierhost serve`, read when it starts (a reload does not change them).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on (overridden by `--listen`).
@@ -67,7 +67,7 @@ impl Default for ServerConfig {
 
 /// `[alerts]`: the fallback-rate alert of each tier (defaults from reference article 004:
 /// more than 10% of requests falling back from a tier over 5 minutes).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertConfig {
     /// Share of a tier's calls that fell back above which the alert fires.

@@ -1,0 +1,307 @@
+//! Loading a cascade: every tier's plugin, model grant and policies, wired to the state
+//! they keep across reloads.
+
+use super::*;
+
+/// Loads a tier's plugin and its model grant.
+async fn load_tier(
+    engine: &TierEngine,
+    config: &Config,
+    tier: &TierConfig,
+    params: &[(String, crate::config::ParamValue)],
+) -> Result<Sandbox, LoadError> {
+    let model: Arc<[u8]> = match &tier.model {
+        Some(path) => {
+            let path = config.resolve(path);
+            let read_error = |message: String| LoadError::Model {
+                path: path.clone(),
+                message,
+            };
+            let size = std::fs::metadata(&path)
+                .map_err(|e| read_error(e.to_string()))?
+                .len();
+            if size > MAX_MODEL_BYTES {
+                return Err(read_error(format!(
+                    "{size} bytes, the limit is {MAX_MODEL_BYTES}"
+                )));
+            }
+            Arc::from(std::fs::read(&path).map_err(|e| read_error(e.to_string()))?)
+        }
+        None => Arc::from(Vec::new()),
+    };
+    let plugin = Plugin::load(engine, &tier.plugin, &config.base_dir, &tier.limits).await?;
+    Ok(Sandbox::new(
+        Arc::new(plugin),
+        &tier.name,
+        tier.limits.clone(),
+        params,
+        model,
+        tier.instances,
+        tier.warm_instances,
+    ))
+}
+
+/// Loads the chaos sandbox of `[tier.chaos]`: `builtin:chaos` in the configured mode with the
+/// tier's own limits.
+async fn load_chaos(
+    engine: &TierEngine,
+    config: &Config,
+    tier: &TierConfig,
+    chaos: &ChaosConfig,
+) -> Result<Chaos, LoadError> {
+    if chaos.mode == ChaosMode::Latency {
+        return Ok(Chaos {
+            config: chaos.clone(),
+            sandbox: None,
+        });
+    }
+    let chaos_plugin = PluginSource::Builtin("chaos".into());
+    let plugin = Plugin::load(engine, &chaos_plugin, &config.base_dir, &tier.limits).await?;
+    let mut params = flatten_params(&chaos.params).map_err(LoadError::Describe)?;
+    params.push((
+        "mode".to_string(),
+        crate::config::ParamValue::Text(chaos.mode.as_str().to_string()),
+    ));
+    let mut limits = tier.limits.clone();
+    // Injected hangs must meet the deadline, not the fuel limit.
+    if chaos.mode == ChaosMode::Spin {
+        limits.fuel = u64::MAX / 2;
+    }
+    let sandbox = Sandbox::new(
+        Arc::new(plugin),
+        &tier.name,
+        limits,
+        &params,
+        Arc::from(Vec::new()),
+        InstanceMode::Fresh,
+        0,
+    );
+    Ok(Chaos {
+        config: chaos.clone(),
+        sandbox: Some(sandbox),
+    })
+}
+
+/// Where the policies of one tier find their shared state and report events.
+struct PolicyWiring<'a> {
+    memory: &'a PolicyMemory,
+    cascade: &'a Arc<str>,
+    audit: &'a Option<Arc<AuditLog>>,
+    keys: &'a mut HashSet<String>,
+}
+
+/// Builds a loaded tier's policies. `sha256` is its plugin digest: state is keyed by it.
+fn tier_policies(
+    tier: &TierConfig,
+    sha256: Option<&str>,
+    ood: Option<ood::OodGuard>,
+    chaos: Option<Chaos>,
+    wiring: &mut PolicyWiring<'_>,
+) -> TierPolicies {
+    let memory = wiring.memory;
+    let breaker = match (&tier.breaker, sha256) {
+        (Some(config), Some(_)) => {
+            let k = state_key("breaker", tier, sha256, config);
+            let core = memory.state(&k, || BreakerCore::new(config));
+            wiring.keys.insert(k);
+            Some(Arc::new(Breaker::new(
+                config.clone(),
+                core,
+                memory.clock().clone(),
+                BreakerEvents {
+                    cascade: wiring.cascade.clone(),
+                    tier: Arc::from(tier.name.as_str()),
+                    audit: wiring.audit.clone(),
+                    observer: memory.observer().cloned(),
+                },
+            )))
+        }
+        _ => None,
+    };
+    let hedge = match (&tier.hedge, sha256) {
+        (Some(config), Some(_)) => {
+            let k = state_key("hedge", tier, sha256, config);
+            let state = memory.state(&k, HedgeState::default);
+            wiring.keys.insert(k);
+            Some(Arc::new(Hedge::new(config.clone(), state)))
+        }
+        _ => None,
+    };
+    TierPolicies::new(
+        Arc::new(bulkhead::Bulkhead::new(tier.max_concurrent)),
+        breaker,
+        ood.map(Arc::new),
+        chaos.map(Arc::new),
+        Arc::new(acceptance::Acceptance {
+            accept: tier.accept.clone(),
+            limits: tier.limits.clone(),
+        }),
+        Arc::new(confidence::MinConfidence(tier.min_confidence)),
+        hedge,
+    )
+}
+
+/// The key of a policy's state in [`PolicyMemory`]: the policy, the tier, its plugin digest
+/// and the policy's config section, so state is never shared by two different things.
+fn state_key(
+    policy: &str,
+    tier: &TierConfig,
+    sha256: Option<&str>,
+    section: &impl serde::Serialize,
+) -> String {
+    format!(
+        "{policy}/{}/{}/{}",
+        tier.name,
+        sha256.unwrap_or("-"),
+        serde_json::to_string(section).unwrap_or_default()
+    )
+}
+
+impl Cascade {
+    /// Creates the engine from `[engine]` and loads every tier.
+    pub async fn load(config: &Config) -> Result<Self, ConfigError> {
+        let engine = TierEngine::new(&config.engine, &config.base_dir).map_err(|e| {
+            ConfigError::Invalid {
+                path: config.source.clone(),
+                field: "engine".into(),
+                problem: e.to_string(),
+            }
+        })?;
+        Self::with_engine(engine, config).await
+    }
+
+    /// Creates the engine and loads every tier, failing if any tier does not load (for tools,
+    /// tests and embedders that want all or nothing; a server uses [`Self::load`], which keeps
+    /// serving with the tiers that did load and records the rest).
+    pub async fn load_strict(config: &Config) -> Result<Self, ConfigError> {
+        Self::load(config).await?.strict(config)
+    }
+
+    /// Fails with the first tier that did not load.
+    pub fn strict(self, config: &Config) -> Result<Self, ConfigError> {
+        match self.load_errors().first() {
+            Some((tier, error)) => Err(ConfigError::TierLoad {
+                path: config.source.clone(),
+                tier: tier.to_string(),
+                error: (*error).clone(),
+            }),
+            None => Ok(self),
+        }
+    }
+
+    /// Loads every tier of `config` on an existing engine, with fresh policy state.
+    pub async fn with_engine(engine: TierEngine, config: &Config) -> Result<Self, ConfigError> {
+        Self::with_memory(engine, config, &PolicyMemory::default()).await
+    }
+
+    /// Loads every tier of `config` on an existing engine. Policy state (breakers, hedging
+    /// latency, the embedded cache, the audit writer) comes from `memory`, so a service that
+    /// reloads with the same memory keeps the state of every tier whose plugin did not change.
+    pub async fn with_memory(
+        engine: TierEngine,
+        config: &Config,
+        memory: &PolicyMemory,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |field: String, problem: String| ConfigError::Invalid {
+            path: config.source.clone(),
+            field,
+            problem,
+        };
+        let audit = match &config.cascade.audit_log {
+            Some(path) => {
+                let path = config.resolve(path);
+                Some(
+                    memory
+                        .audit_log(
+                            &path,
+                            config.cascade.audit_max_bytes,
+                            config.cascade.audit_keep,
+                        )
+                        .map_err(|e| {
+                            invalid(
+                                "cascade.audit_log".into(),
+                                format!("cannot open {}: {e}", path.display()),
+                            )
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let name: Arc<str> = Arc::from(config.cascade.name.as_str());
+        let mut keys = HashSet::new();
+        let mut tiers = Vec::with_capacity(config.tiers.len());
+        for tier in &config.tiers {
+            let params = flatten_params(&tier.params)
+                .map_err(|problem| invalid(format!("tier \"{}\".params", tier.name), problem))?;
+            let loaded = load_tier(&engine, config, tier, &params).await;
+            let chaos = match (&loaded, &tier.chaos) {
+                (Ok(_), Some(chaos)) => Some(load_chaos(&engine, config, tier, chaos).await),
+                _ => None,
+            }
+            .transpose();
+            let ood = tier
+                .ood
+                .as_ref()
+                .map(|ood| ood::OodGuard::load(ood, &config.resolve(&ood.stats)))
+                .transpose()
+                .map_err(LoadError::Ood);
+            let (sandbox, chaos, ood) = match (loaded, chaos, ood) {
+                (Ok(sandbox), Ok(chaos), Ok(ood)) => (Ok(sandbox), chaos, ood),
+                (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                    (Err(error), None, None)
+                }
+            };
+            if let Err(error) = &sandbox {
+                tracing::error!(tier = %tier.name, plugin = %tier.plugin, %error, "tier failed to load");
+            }
+            let sha256 = sandbox
+                .as_ref()
+                .ok()
+                .map(|s| s.plugin().info().sha256.clone());
+            let mut wiring = PolicyWiring {
+                memory,
+                cascade: &name,
+                audit: &audit,
+                keys: &mut keys,
+            };
+            let policies = tier_policies(tier, sha256.as_deref(), ood, chaos, &mut wiring);
+            tiers.push(CascadeTier {
+                config: tier.clone(),
+                sandbox,
+                policies,
+            });
+        }
+        let cache = match &config.cache {
+            Some(cache) => {
+                let mut digest = config.answer_digest();
+                for tier in &tiers {
+                    digest.push('/');
+                    match &tier.sandbox {
+                        Ok(s) => digest.push_str(&s.plugin().info().sha256),
+                        Err(_) => digest.push_str("load-failed"),
+                    }
+                }
+                let store_key = format!("cache/{}/{}", cache.max_entries, cache.ttl_s);
+                keys.insert(store_key.clone());
+                Some(
+                    PredictionCache::new(cache, digest, || {
+                        memory.state(&store_key, || crate::policy::cache::embedded_store(cache))
+                    })
+                    .map_err(|problem| invalid("cache".into(), problem))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            name,
+            budget: Duration::from_millis(config.cascade.budget_ms),
+            tiers,
+            safe_default: config.safe_default.clone(),
+            audit,
+            engine,
+            cache,
+            clock: memory.clock().clone(),
+            memory_keys: keys,
+        })
+    }
+}

@@ -90,6 +90,21 @@ echo "==> cargo clippy (guest tiers, wasm32-wasip2)"
 echo "==> cargo test --release"
 cargo test --release --no-fail-fast
 
+# The library without the binary's features: what an embedder compiles (README "Embedding it
+# in a Rust service"). It must build, and must not pull in the server, plot, watcher or CLI crates.
+echo "==> cargo build --lib --no-default-features (the embedder's build)"
+cargo build --release --lib --no-default-features
+forbidden=$( (cargo tree --no-default-features -e normal --prefix none --format '{p}' \
+    | awk '{print $1}' | grep -xE 'axum|hyper|plotters|notify|clap|indicatif|csv|tracing-subscriber|redis';
+    cargo tree --no-default-features -e normal --depth 1 --prefix none --format '{p}' \
+    | awk '{print $1}' | grep -xE 'anyhow') | sort -u || true)
+if [ -n "$forbidden" ]; then
+    echo "the library without default features depends on: $forbidden" >&2
+    exit 1
+fi
+echo "==> cargo run --example embed (a Rust service embedding a cascade built in code)"
+cargo run --release --example embed
+
 # Fire drills on the example cascades: every fault kind injected into every tier; exits
 # non-zero on any gap (a wrong reason, a request over budget, a fallback no sample exercises).
 echo "==> tierhost drill (examples/fraud, examples/phishing)"

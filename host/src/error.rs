@@ -76,9 +76,7 @@ pub enum LoadError {
         message: String,
     },
     /// `builtin:<name>` names no embedded tier.
-    #[error(
-        "unknown builtin plugin `{0}` (known: rules, linear, constant, chaos, trees, ruleset, onnx)"
-    )]
+    #[error("unknown builtin plugin `{0}` (known: {known})", known = crate::builtin::names().collect::<Vec<_>>().join(", "))]
     UnknownBuiltin(String),
     /// Not a valid WebAssembly component (corrupt file, core module, ...).
     #[error("not a valid WebAssembly component: {0}")]
@@ -144,4 +142,27 @@ pub enum ServiceError {
     /// Listening or serving failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// A tier that faulted on a sample request of `[cascade] check_samples` (the reload gate).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("tier \"{tier}\" failed sample request `{request_id}`: {reason}")]
+pub struct SampleFailure {
+    /// The tier.
+    pub tier: String,
+    /// The sample request's id.
+    pub request_id: String,
+    /// How it failed.
+    pub reason: crate::reason::FallbackReason,
+}
+
+/// An operator action on a tier that cannot be done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TierActionError {
+    /// No tier has that name.
+    #[error("no tier named \"{0}\"")]
+    NoSuchTier(String),
+    /// The tier has no `[tier.breaker]` to force.
+    #[error("tier \"{0}\" has no [tier.breaker] section")]
+    NoBreaker(String),
 }

@@ -80,7 +80,9 @@ pub use config::{
     SafeDefaultConfig, ServerConfig, TierConfig, TierConfigBuilder,
 };
 pub use engine::{TierEngine, compile_component_main};
-pub use error::{ConfigError, EngineError, LoadError, RequestError, ServiceError};
+pub use error::{
+    ConfigError, EngineError, LoadError, RequestError, SampleFailure, ServiceError, TierActionError,
+};
 pub use events::{AuditLog, FallbackEvent};
 pub use guest::TierKind;
 pub use limits::{EngineConfig, TierLimits};

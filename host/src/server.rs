@@ -257,7 +257,7 @@ async fn admin_breaker(
     };
     match state.service.force_breaker(&name, body.mode) {
         Ok(s) => axum::Json(json!({ "tier": name, "state": s })).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
     }
 }
 

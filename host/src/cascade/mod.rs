@@ -19,7 +19,7 @@ use crate::config::{
     TierConfig, flatten_params,
 };
 use crate::engine::TierEngine;
-use crate::error::{ConfigError, LoadError};
+use crate::error::{ConfigError, LoadError, SampleFailure};
 use crate::events::{self, AuditLog};
 use crate::guest::{self, Prediction, TierOutcome, TierRequest};
 use crate::plugin::Plugin;
@@ -193,7 +193,7 @@ impl Cascade {
     /// Calls every loaded tier directly on `samples` and reports the first that faults: a
     /// tier must answer or abstain within its limits and the contract (low confidence or a
     /// disallowed label is fine, a trap, deadline, NaN or tier error is not).
-    pub async fn check_samples(&self, samples: &[Request]) -> Result<(), String> {
+    pub async fn check_samples(&self, samples: &[Request]) -> Result<(), SampleFailure> {
         for tier in &self.tiers {
             let Ok(sandbox) = &tier.sandbox else { continue };
             for sample in samples {
@@ -207,10 +207,11 @@ impl Cascade {
                     Err(reason) => Some(reason),
                 };
                 if let Some(reason) = fault {
-                    return Err(format!(
-                        "tier \"{}\" failed sample request `{}`: {reason}",
-                        tier.config.name, sample.id
-                    ));
+                    return Err(SampleFailure {
+                        tier: tier.config.name.clone(),
+                        request_id: sample.id.clone(),
+                        reason,
+                    });
                 }
             }
         }

@@ -23,7 +23,7 @@ use crate::answer::Answer;
 use crate::cascade::Cascade;
 use crate::config::Config;
 use crate::engine::TierEngine;
-use crate::error::ServiceError;
+use crate::error::{ServiceError, TierActionError};
 use crate::metrics::Metrics;
 use crate::policy::breaker::{BreakerMode, BreakerState};
 use crate::policy::memory::PolicyMemory;
@@ -187,19 +187,23 @@ impl CascadeService {
 
     /// Forces tier `name`'s breaker open or closed, or back to automatic. `Err` when there is
     /// no such tier or it has no `[tier.breaker]`.
-    pub fn force_breaker(&self, name: &str, mode: BreakerMode) -> Result<BreakerState, String> {
+    pub fn force_breaker(
+        &self,
+        name: &str,
+        mode: BreakerMode,
+    ) -> Result<BreakerState, TierActionError> {
         let current = self.current.load();
         let tier = current
             .cascade
             .tiers()
             .iter()
             .find(|t| t.config.name == name)
-            .ok_or_else(|| format!("no tier named \"{name}\""))?;
+            .ok_or_else(|| TierActionError::NoSuchTier(name.to_string()))?;
         let breaker = tier
             .policies
             .breaker
             .as_ref()
-            .ok_or_else(|| format!("tier \"{name}\" has no [tier.breaker] section"))?;
+            .ok_or_else(|| TierActionError::NoBreaker(name.to_string()))?;
         let state = breaker.force(mode);
         tracing::warn!(tier = name, mode = ?mode, state = state.name(), "breaker forced by an operator");
         Ok(state)

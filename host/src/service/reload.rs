@@ -91,7 +91,10 @@ impl CascadeService {
         }
         if let Some(path) = &config.cascade.check_samples {
             let samples = read_samples(&config.resolve(path))?;
-            cascade.check_samples(&samples).await?;
+            cascade
+                .check_samples(&samples)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok((cascade, config))
     }

@@ -102,6 +102,8 @@ if [ -n "$forbidden" ]; then
     echo "the library without default features depends on: $forbidden" >&2
     exit 1
 fi
+echo "==> cargo doc (the library's curated API; broken or private links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib
 echo "==> cargo run --example embed (a Rust service embedding a cascade built in code)"
 cargo run --release --example embed
 

@@ -156,7 +156,7 @@ pub fn emit_fallbacks(cascade: &str, answer: &Answer, audit: Option<&AuditLog>) 
         let to_tier = answer
             .trail
             .get(i + 1)
-            .map_or("safe-default", |next| next.tier.as_str());
+            .map_or(crate::cascade::SAFE_DEFAULT, |next| next.tier.as_str());
         tracing::warn!(
             target: "tierhost::fallback",
             cascade,

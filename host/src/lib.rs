@@ -94,7 +94,7 @@ pub use policy::clock::{Clock, ManualClock, SystemClock};
 pub use policy::memory::PolicyMemory;
 pub use reason::FallbackReason;
 pub use request::{FeatureValue, Request};
-pub use sandbox::{CallReport, Sandbox};
+pub use sandbox::Sandbox;
 pub use service::{
     BUDGET_GRACE, Background, CascadeService, Live, ReloadOutcome, ReloadReport, shutdown_signal,
 };

@@ -58,7 +58,7 @@ impl Plugin {
     }
 
     /// Loads a component from its bytes for a tier with `limits`. `describe` runs under the
-    /// tier's fuel, memory and output limits; its deadline is [`DESCRIBE_DEADLINE`] (loading
+    /// tier's fuel, memory and output limits; its deadline is 500 ms (loading
     /// is off the request path, and a cold first instance on a busy host can take longer than
     /// a fallback tier's few-millisecond call deadline).
     pub async fn from_bytes(

@@ -19,7 +19,7 @@ use crate::reason::FallbackReason;
 
 /// The report of one call.
 #[derive(Debug)]
-pub struct CallReport {
+pub(crate) struct CallReport {
     /// The tier's answer, or why there is none.
     pub result: Result<TierOutcome, FallbackReason>,
     /// Wall time of the call, instantiation included.
@@ -47,7 +47,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// A sandbox for `plugin` serving as tier `name`.
-    pub fn new(
+    pub(crate) fn new(
         plugin: Arc<Plugin>,
         name: &str,
         limits: TierLimits,
@@ -90,8 +90,8 @@ impl Sandbox {
 
     /// Calls the tier's `predict` with `deadline` of wall time. Never panics; every fault is
     /// returned as a [`FallbackReason`]. The request is lowered once per cascade walk with
-    /// [`guest::lower`], not once per tier.
-    pub async fn predict(&self, request: &TierRequest, deadline: Duration) -> CallReport {
+    /// `guest::lower`, not once per tier.
+    pub(crate) async fn predict(&self, request: &TierRequest, deadline: Duration) -> CallReport {
         let started = Instant::now();
         let reused = match self.mode {
             InstanceMode::Reuse => self.warm.lock().ok().and_then(|mut w| w.pop()),

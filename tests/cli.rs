@@ -34,7 +34,6 @@ fn check_accepts_the_example_and_names_its_tiers() {
 
 #[test]
 fn check_names_the_file_tier_and_field_of_each_problem() {
-    let dir = tempfile::tempdir().unwrap();
     let cases = [
         (
             "[[tier]]\nname = \"p\"\nplugin = \"missing.wasm\"\n",
@@ -54,21 +53,7 @@ fn check_names_the_file_tier_and_field_of_each_problem() {
         ),
         ("[cascade]\nbudget_ms = \"fast\"\n", "budget_ms"),
     ];
-    for (i, (toml, expected)) in cases.iter().enumerate() {
-        let path = dir.path().join(format!("bad{i}.toml"));
-        std::fs::write(&path, toml).unwrap();
-        let (code, stdout, stderr) = tierhost(&["check", "--config", path.to_str().unwrap()]);
-        assert_eq!(code, 1, "case {i}: {stdout}{stderr}");
-        assert!(
-            stderr.contains(&format!("bad{i}.toml")),
-            "case {i} does not name the file: {stderr}"
-        );
-        assert!(
-            stderr.contains(expected),
-            "case {i}: expected `{expected}` in: {stderr}"
-        );
-        assert_no_panic(&stderr);
-    }
+    each_file_is_refused("bad.toml", &cases, &["check", "--config"]);
     let (code, _, stderr) = tierhost(&["check", "--config", "/nonexistent/cascade.toml"]);
     assert_eq!(code, 1);
     assert!(
@@ -96,7 +81,6 @@ fn run_prints_the_answer_with_its_trail() {
 
 #[test]
 fn run_rejects_bad_request_json_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
     let cases = [
         (
             "{\"features\": {\"amount\": [1, 2]}}",
@@ -109,24 +93,29 @@ fn run_rejects_bad_request_json_with_a_clear_error() {
         ("not json", "request is not valid JSON"),
         ("{\"id\": 5, \"features\": {}}", "invalid type"),
     ];
-    for (i, (body, expected)) in cases.iter().enumerate() {
-        let path = dir.path().join(format!("req{i}.json"));
-        std::fs::write(&path, body).unwrap();
-        let (code, _, stderr) = tierhost(&[
-            "run",
-            "--config",
-            &example("cascade.toml"),
-            "--input",
-            path.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 1, "case {i}");
+    let config = example("cascade.toml");
+    each_file_is_refused("req.json", &cases, &["run", "--config", &config, "--input"]);
+}
+
+/// Writes each case's text to its own file (`name` with the case's number before the
+/// extension), runs `tierhost` with `args` and that file, and expects exit 1 with an error that
+/// names the file and contains the case's expected text.
+fn each_file_is_refused(name: &str, cases: &[(&str, &str)], args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (stem, extension) = name.split_once('.').unwrap();
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let file = format!("{stem}{i}.{extension}");
+        let path = dir.path().join(&file);
+        std::fs::write(&path, text).unwrap();
+        let (code, stdout, stderr) = tierhost(&[args, &[path.to_str().unwrap()]].concat());
+        assert_eq!(code, 1, "case {i}: {stdout}{stderr}");
         assert!(
-            stderr.contains(expected),
-            "case {i}: expected `{expected}` in {stderr}"
+            stderr.contains(&file),
+            "case {i} does not name the file: {stderr}"
         );
         assert!(
-            stderr.contains(&format!("req{i}.json")),
-            "case {i} does not name the file: {stderr}"
+            stderr.contains(expected),
+            "case {i}: expected `{expected}` in: {stderr}"
         );
         assert_no_panic(&stderr);
     }
@@ -214,6 +203,42 @@ fn eval_prints_json_and_rejects_bad_arguments_clearly() {
     assert_no_panic(&stderr);
 }
 
+/// A logistic tier that is surest of its wrong answers on the fixture (`allow` for the big
+/// frauds), then the rules: no threshold reaches 90%; the rules are left alone; exit 3.
+#[test]
+fn calibrate_prints_toml_lines_and_exits_3_when_a_target_is_out_of_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cascade.toml");
+    std::fs::write(
+        &config,
+        "[[tier]]\nname = \"wrong\"\nplugin = \"builtin:linear\"\n[tier.params.weights]\namount = -0.001\n\
+         [[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n",
+    )
+    .unwrap();
+    let data = format!("{}/tests/fixtures/eval.csv", env!("CARGO_MANIFEST_DIR"));
+    let (code, stdout, stderr) = tierhost(&[
+        "calibrate",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        &data,
+        "--labels",
+        "1=block,0=allow",
+        "--target-accuracy",
+        "0.9",
+    ]);
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("# tierhost calibrate: target accuracy 0.9 on {data} (6 rows)").as_str(),
+            "# tier \"wrong\": no threshold reaches accuracy 0.9 on this data",
+            "# tier \"rules\" (rules): not a model, left as is",
+        ]
+    );
+}
+
 /// A valid component whose one core function has `n` instructions: cheap to write, slow to
 /// compile (the class of plugin that held `tierhost check` for minutes).
 fn huge_function_component(n: usize) -> Vec<u8> {
@@ -237,17 +262,24 @@ fn check_with_plugin(name: &str, plugin: &[u8], config: &str) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
-#[test]
-fn check_stops_a_compilation_that_runs_past_its_limit() {
-    let (code, text) = check_with_plugin(
-        "slow",
-        &huge_function_component(400_000),
-        "[engine]\ncompile_timeout_s = 1\n[[tier]]\nname = \"slow\"\nplugin = \"slow.wasm\"\n[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n",
-    );
+/// `tierhost check` on `config`, whose tier `name` is a component too large to compile under
+/// its limits: exit 1, compilation stopped, the error naming the `limit`. Returns the output.
+fn check_stops_compiling(name: &str, config: &str, limit: &str) -> String {
+    let (code, text) = check_with_plugin(name, &huge_function_component(400_000), config);
     assert_eq!(code, 1, "{text}");
     assert!(
-        text.contains("compilation stopped") && text.contains("compile_timeout_s = 1"),
+        text.contains("compilation stopped") && text.contains(limit),
         "{text}"
+    );
+    text
+}
+
+#[test]
+fn check_stops_a_compilation_that_runs_past_its_limit() {
+    let text = check_stops_compiling(
+        "slow",
+        "[engine]\ncompile_timeout_s = 1\n[[tier]]\nname = \"slow\"\nplugin = \"slow.wasm\"\n[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n",
+        "compile_timeout_s = 1",
     );
     assert!(
         text.contains("ok    rules"),
@@ -282,14 +314,8 @@ fn drill_breaks_every_tier_every_way_and_reports_the_matrix() {
         "abstain",
         "load-failure",
     ];
-    let config = example("cascade.toml");
-    let (code, stdout, stderr) = tierhost(&[
-        "drill",
-        "--config",
-        &config,
-        "--samples",
-        &example("requests.jsonl"),
-    ]);
+    let (config, samples) = (example("cascade.toml"), example("requests.jsonl"));
+    let (code, stdout, stderr) = tierhost(&["drill", "--config", &config, "--samples", &samples]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let header = stdout
         .lines()
@@ -339,14 +365,9 @@ fn drill_breaks_every_tier_every_way_and_reports_the_matrix() {
 
 #[test]
 fn check_stops_a_compilation_that_needs_more_memory_than_allowed() {
-    let (code, text) = check_with_plugin(
+    check_stops_compiling(
         "hungry",
-        &huge_function_component(400_000),
         "[engine]\ncompile_max_memory_mib = 64\ncompile_timeout_s = 600\n[[tier]]\nname = \"hungry\"\nplugin = \"hungry.wasm\"\n",
-    );
-    assert_eq!(code, 1, "{text}");
-    assert!(
-        text.contains("compilation stopped") && text.contains("compile_max_memory_mib = 64"),
-        "{text}"
+        "compile_max_memory_mib = 64",
     );
 }

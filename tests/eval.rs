@@ -12,12 +12,31 @@ use tierhost::eval::{self, Scenario};
 fn phishing() -> (std::path::PathBuf, tierhost::Config, Vec<eval::LabeledRow>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/phishing");
     let config = tierhost::Config::load(&root.join("cascade.toml")).unwrap();
-    let labels = BTreeMap::from([
-        ("1".into(), "phishing".into()),
-        ("0".into(), "legitimate".into()),
-    ]);
-    let rows = eval::read_labeled_csv(&root.join("data/test.csv"), "label", &labels).unwrap();
-    (root, config, rows)
+    (root, config, phishing_rows("test"))
+}
+
+/// One split (`train`, `validation`, `test`) of the phishing example's data.
+fn phishing_rows(split: &str) -> Vec<eval::LabeledRow> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/phishing/data/{split}.csv"));
+    let labels = eval::parse_labels("1=phishing,0=legitimate").unwrap();
+    eval::read_labeled_csv(&path, "label", &labels).unwrap()
+}
+
+/// A cascade loaded for a replay at the default rate.
+async fn load(config: &tierhost::Config) -> eval::ReplayCascade {
+    eval::load_strict(&engine(), config, eval::DEFAULT_ROWS_PER_S)
+        .await
+        .unwrap()
+}
+
+/// The cascade `scenario` makes of `config`, for a replay of `rows`.
+async fn load_scenario(
+    scenario: Scenario,
+    config: &tierhost::Config,
+    rows: &[eval::LabeledRow],
+) -> eval::ReplayCascade {
+    load(&scenario.apply(config, rows.len(), eval::DEFAULT_ROWS_PER_S)).await
 }
 
 fn labels() -> BTreeMap<String, String> {
@@ -43,12 +62,7 @@ async fn eval_counts_match_a_hand_checked_fixture() {
     let config = config(CASCADE);
 
     // normal: the primary says "block" to all 6 rows; 4 of them are fraud.
-    let cascade = eval::load(
-        &engine(),
-        &Scenario::Normal.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
-    )
-    .await
-    .unwrap();
+    let cascade = load_scenario(Scenario::Normal, &config, &rows).await;
     let (normal, _) = eval::run("normal", &cascade, &rows, "block", || {}).await;
     assert_eq!(normal.requests, 6);
     assert_eq!(normal.accuracy_answered, Some(4.0 / 6.0));
@@ -59,12 +73,7 @@ async fn eval_counts_match_a_hand_checked_fixture() {
     // primary-down: the rules answer everything. By hand: rows 2, 4, 5 have amount > 5000
     // and a new account (0.30 + 0.25 = 0.55 >= 0.5 -> block); rows 1 and 3 are old accounts
     // with small amounts (allow); row 6 (80, 20 days) scores 0 -> allow but is fraud. 5/6 right.
-    let cascade = eval::load(
-        &engine(),
-        &Scenario::PrimaryDown.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
-    )
-    .await
-    .unwrap();
+    let cascade = load_scenario(Scenario::PrimaryDown, &config, &rows).await;
     let (down, answers) = eval::run("primary-down", &cascade, &rows, "block", || {}).await;
     assert!(
         answers.iter().all(|a| a.served_by.tier == "rules"),
@@ -81,12 +90,7 @@ async fn eval_counts_match_a_hand_checked_fixture() {
         (Scenario::PrimarySlow, "deadline"),
         (Scenario::PrimaryGarbage, "invalid-output"),
     ] {
-        let cascade = eval::load(
-            &engine(),
-            &scenario.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
-        )
-        .await
-        .unwrap();
+        let cascade = load_scenario(scenario, &config, &rows).await;
         let (report, answers) = eval::run(scenario.name(), &cascade, &rows, "block", || {}).await;
         assert!(
             answers.iter().all(|a| a.served_by.tier == "rules"),
@@ -111,12 +115,7 @@ async fn fault_mix_injects_its_share_of_faults() {
         })
         .collect();
     let config = config(CASCADE);
-    let cascade = eval::load(
-        &engine(),
-        &Scenario::FaultMix.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
-    )
-    .await
-    .unwrap();
+    let cascade = load_scenario(Scenario::FaultMix, &config, &rows).await;
     let (report, _) = eval::run("fault-mix", &cascade, &rows, "block", || {}).await;
     let faults = report.fallbacks["primary:trap"];
     assert!(
@@ -134,7 +133,7 @@ async fn single_tier_baselines_run_each_tier_alone() {
         runs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         ["primary alone", "rules alone"]
     );
-    let cascade = eval::load(&engine(), &runs[1].1).await.unwrap();
+    let cascade = load(&runs[1].1).await;
     let (report, _) = eval::run(&runs[1].0, &cascade, &fixture(), "block", || {}).await;
     assert_eq!(report.served_by["rules"].requests, 6);
     assert_eq!(report.accuracy_answered, Some(5.0 / 6.0));
@@ -149,7 +148,7 @@ async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
 
     // The tree tier in the sandbox reproduces scikit-learn's test accuracy exactly.
     let (_, alone) = eval::single_tier_configs(&config).remove(0);
-    let cascade = eval::load(&engine(), &alone).await.unwrap();
+    let cascade = load(&alone).await;
     let (report, _) = eval::run("primary alone", &cascade, &rows, "phishing", || {}).await;
     let expected = metrics["test"]["primary_gbt"]["accuracy"]
         .as_f64()
@@ -161,7 +160,7 @@ async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
 
     // The ONNX tier (tract inside the sandbox) reproduces the logistic model's test accuracy.
     let (_, alone) = eval::single_tier_configs(&config).remove(1);
-    let cascade = eval::load(&engine(), &alone).await.unwrap();
+    let cascade = load(&alone).await;
     let (report, _) = eval::run("small-model alone", &cascade, &rows, "phishing", || {}).await;
     let expected = metrics["test"]["small_logistic"]["accuracy"]
         .as_f64()
@@ -182,12 +181,7 @@ async fn the_phishing_cascade_runs_its_model_and_rules_from_granted_files() {
     );
 
     // With the primary down, every request is still answered or escalated, never lost.
-    let cascade = eval::load(
-        &engine(),
-        &Scenario::PrimaryDown.apply(&config, rows.len(), eval::DEFAULT_ROWS_PER_S),
-    )
-    .await
-    .unwrap();
+    let cascade = load_scenario(Scenario::PrimaryDown, &config, &rows).await;
     let (down, _) = eval::run("primary-down", &cascade, &rows, "phishing", || {}).await;
     assert!(!down.served_by.contains_key("primary"));
     assert_eq!(
@@ -238,36 +232,43 @@ async fn the_ood_guard_routes_out_of_range_rows_past_the_primary_and_keeps_the_r
     );
 }
 
+/// `tierhost calibrate --target-accuracy 0.97` on the phishing validation split chooses the
+/// thresholds the example's cascade.toml carries and leaves the rules alone; the cascade with
+/// the primary's threshold keeps that accuracy on exactly the share calibration promised.
 #[tokio::test]
-async fn calibration_hits_its_target_on_the_data_it_was_fitted_on() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/phishing");
-    let mut config = tierhost::Config::load(&root.join("cascade.toml")).unwrap();
-    let labels = BTreeMap::from([
-        ("1".into(), "phishing".into()),
-        ("0".into(), "legitimate".into()),
-    ]);
-    let rows = eval::read_labeled_csv(&root.join("data/validation.csv"), "label", &labels).unwrap();
-    let target = 0.98;
-
-    let (_, alone) = eval::single_tier_configs(&config).remove(0);
-    let cascade = eval::load(&engine(), &alone).await.unwrap();
-    let (_, answers) = eval::run("primary alone", &cascade, &rows, "phishing", || {}).await;
-    let scored: Vec<(f64, bool)> = rows
-        .iter()
-        .zip(&answers)
-        .map(|(row, a)| match &a.decision {
-            tierhost::Decision::Answer {
-                label, confidence, ..
-            } => (*confidence, *label == row.label),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    let c = eval::calibrate(&scored, rows.len(), target).expect("reachable on this data");
-    assert!(c.accuracy >= target && c.coverage > 0.5, "{c:?}");
+async fn calibration_chooses_the_examples_thresholds_and_hits_its_target() {
+    let (_, mut config, _) = phishing();
+    let rows = phishing_rows("validation");
+    let target = 0.97;
+    let tiers = eval::calibrate_tiers(&engine(), &config, &rows, target)
+        .await
+        .unwrap();
+    let lines: Vec<String> = tiers.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "[[tier]] name = \"primary\": min_confidence = 0.5852  # accuracy 0.9707 on the 95.6% of rows it keeps",
+            "[[tier]] name = \"small-model\": min_confidence = 0.8757  # accuracy 0.9833 on the 72.0% of rows it keeps",
+            "# tier \"rules\" (rules): not a model, left as is",
+        ]
+    );
+    let mut chosen = Vec::new();
+    for (tier, configured) in tiers.iter().zip(&config.tiers) {
+        assert_eq!(tier.tier, configured.name);
+        if let eval::CalibrationOutcome::Threshold(c) = &tier.outcome {
+            assert!(c.accuracy >= target, "{c:?}");
+            assert!((c.min_confidence - configured.min_confidence).abs() < 5e-5);
+            chosen.push(c.clone());
+        }
+    }
+    assert_eq!(chosen.len(), 2, "two model tiers");
+    assert_eq!(tiers[2].kind, tierhost::TierKind::Rules);
+    assert!(tiers.iter().all(eval::TierCalibration::reached));
 
     // The cascade with that threshold keeps exactly that accuracy on the primary's share.
+    let c = &chosen[0];
     config.tiers[0].min_confidence = c.min_confidence;
-    let cascade = eval::load(&engine(), &config).await.unwrap();
+    let cascade = load(&config).await;
     let (report, _) = eval::run("calibrated", &cascade, &rows, "phishing", || {}).await;
     let primary = &report.served_by["primary"];
     assert!(primary.accuracy.unwrap() >= target, "{primary:?}");
@@ -275,6 +276,151 @@ async fn calibration_hits_its_target_on_the_data_it_was_fitted_on() {
         (primary.share - c.coverage).abs() < 1e-9,
         "{primary:?} vs {c:?}"
     );
+}
+
+/// Two logistic tiers on the fixture, `bias + 0.001 * amount`: `right` (bias -1) ranks the rows
+/// almost perfectly, `wrong` (weight -0.001) answers `allow` to all and is most sure of the big
+/// frauds. Then the fraud rules.
+const MODELS: &str = "[safe_default]\nabstain = \"escalate\"\n\
+[[tier]]\nname = \"right\"\nplugin = \"builtin:linear\"\n[tier.params]\nbias = -1.0\n[tier.params.weights]\namount = 0.001\n\
+[[tier]]\nname = \"wrong\"\nplugin = \"builtin:linear\"\n[tier.params]\nbias = 0.0\n[tier.params.weights]\namount = -0.001\n\
+[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n";
+
+#[tokio::test]
+async fn calibration_thresholds_model_tiers_and_reports_an_unreachable_target() {
+    let config = config(MODELS);
+    let rows = fixture();
+    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+    // `right` by confidence: amounts 12000, 9000, 7000 (block, right), 50 (allow, right),
+    // 80 (allow, wrong: fraud), 100 (allow, right). At 0.9 the lowest threshold is 50's
+    // confidence: 4 of 6 rows, all right; at 0.8, 100's: every row, 5 of 6 right.
+    // `wrong` by confidence: 12000, 9000, 7000 wrong first: no threshold reaches either.
+    for (target, amount, accuracy, coverage) in
+        [(0.9, 50.0, 1.0, 4.0 / 6.0), (0.8, 100.0, 5.0 / 6.0, 1.0)]
+    {
+        let tiers = eval::calibrate_tiers(&engine(), &config, &rows, target)
+            .await
+            .unwrap();
+        let eval::CalibrationOutcome::Threshold(c) = &tiers[0].outcome else {
+            panic!("{target}: {:?}", tiers[0]);
+        };
+        let confidence = 1.0 - sigmoid(-1.0 + 0.001 * amount);
+        assert!(
+            (c.min_confidence - confidence).abs() < 1e-9,
+            "{target}: {c:?}"
+        );
+        assert_eq!((c.accuracy, c.coverage), (accuracy, coverage), "{target}");
+        assert_eq!(tiers[1].outcome, eval::CalibrationOutcome::Unreachable);
+        assert!(tiers[0].reached() && !tiers[1].reached());
+        assert_eq!(tiers[2].outcome, eval::CalibrationOutcome::NotAModel);
+        assert_eq!(
+            tiers[1].to_string(),
+            format!("# tier \"wrong\": no threshold reaches accuracy {target} on this data")
+        );
+    }
+    assert_eq!(
+        eval::calibrate_tiers(&engine(), &config, &rows, 0.5)
+            .await
+            .unwrap()[1]
+            .outcome,
+        eval::CalibrationOutcome::Unreachable
+    );
+
+    for target in [0.0, 1.5, f64::NAN] {
+        let error = eval::calibrate_tiers(&engine(), &config, &rows, target).await;
+        assert!(
+            matches!(error, Err(eval::EvalError::TargetAccuracy(_))),
+            "{target}: {error:?}"
+        );
+    }
+}
+
+/// The whole report on the fixture: the scenarios asked for, then each tier alone; the numbers
+/// of `eval_counts_match_a_hand_checked_fixture`; progress over every row; the primary's curve;
+/// the Markdown, the JSON document and the report directory.
+#[tokio::test]
+async fn the_evaluation_report_runs_scenarios_then_baselines_and_writes_its_files() {
+    let config = config(CASCADE);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval.csv");
+    let data = eval::Dataset::read(&path, "label", &labels()).unwrap();
+    let options = eval::EvalOptions {
+        scenarios: vec![Scenario::Normal, Scenario::PrimaryDown],
+        positive_label: "block".into(),
+        ..eval::EvalOptions::default()
+    };
+    let mut seen: Vec<(String, usize, usize)> = Vec::new();
+    let report = eval::evaluate(&engine(), &config, &data, &options, |p| {
+        seen.push((p.run.to_string(), p.done, p.total));
+    })
+    .await
+    .unwrap();
+
+    let names: Vec<&str> = report.runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["normal", "primary-down", "primary alone", "rules alone"]
+    );
+    let accuracy: Vec<Option<f64>> = report.runs.iter().map(|r| r.accuracy_answered).collect();
+    let (four, five) = (Some(4.0 / 6.0), Some(5.0 / 6.0));
+    assert_eq!(accuracy, [four, five, four, five]);
+    assert_eq!(report.runs[1].fallbacks["primary:trap"], 6);
+    assert_eq!(report.tiers, ["primary", "rules"]);
+    // Each run announced at its start, then every row: 4 x (1 + 6) calls, 24 rows in all.
+    assert_eq!(seen.len(), 28);
+    assert!(seen.iter().all(|(_, _, total)| *total == 24));
+    assert_eq!(seen[0], ("normal".into(), 0, 24));
+    assert_eq!(seen[7], ("primary-down".into(), 6, 24));
+    assert_eq!(seen[27], ("rules alone".into(), 24, 24));
+
+    // The primary alone answers `block` at 0.9 to every row, 4 of 6 right: kept up to a
+    // threshold of 0.9, dropped entirely at 0.95.
+    let curve = &report.primary_coverage_curve;
+    assert_eq!(curve.len(), eval::CURVE_THRESHOLDS.len());
+    assert_eq!(curve[8], (0.9, 1.0, four));
+    assert_eq!(curve[9], (0.95, 0.0, None));
+
+    let summary = report.summary();
+    for line in [
+        "| normal | 66.7% | 100.0% | 0.0% | 0 | 100.0% / 66.7% | - | - |",
+        "| primary-down | 83.3% | 100.0% | 100.0% | 0 | - | 100.0% / 83.3% | - |",
+        "Accuracy vs coverage of `primary` as its min_confidence varies:",
+        "| 0.90 | 100.0% | 66.7% |",
+        "| 0.95 | 0.0% | - |",
+    ] {
+        assert!(summary.contains(line), "no `{line}` in:\n{summary}");
+    }
+
+    let doc = serde_json::to_value(&report).unwrap();
+    assert_eq!(doc["rows"], 6);
+    assert_eq!(doc["rows_per_s"], eval::DEFAULT_ROWS_PER_S);
+    assert_eq!(doc["positive_label"], "block");
+    assert_eq!(doc["config"], "test.toml");
+    assert_eq!(doc["data"], path.to_str().unwrap());
+    assert_eq!(doc["runs"][3]["name"], "rules alone");
+    assert!(doc.get("tiers").is_none());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    report.write(&out).unwrap();
+    let written = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let heading = format!(
+        "# tierhost eval: test.toml on {} (6 rows, replayed as 100 requests/s)\n",
+        path.display()
+    );
+    assert!(written.starts_with(&heading), "{written}");
+    assert!(written.ends_with(&summary));
+    let runs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("runs.json")).unwrap()).unwrap();
+    assert_eq!(runs, doc);
+    for svg in ["tier_mix.svg", "accuracy_vs_coverage.svg"] {
+        let text = std::fs::read_to_string(out.join(svg)).unwrap();
+        assert!(text.starts_with("<svg"), "{svg}: {}", &text[..40]);
+    }
+    // A report directory that cannot be made is an error naming it.
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "").unwrap();
+    let error = report.write(&blocked.join("report")).unwrap_err();
+    assert!(matches!(error, eval::EvalError::Write { .. }), "{error}");
 }
 
 /// The phishing example's scenarios for the cascade's memory: the breaker bounds what a slow or
@@ -291,7 +437,7 @@ async fn phishing_breaker_hedging_and_cache_scenarios() {
         let replayed = scenario.rows(&rows);
         let config = scenario.apply(&config, replayed.len(), eval::DEFAULT_ROWS_PER_S);
         async move {
-            let cascade = eval::load(&engine(), &config).await.unwrap();
+            let cascade = load(&config).await;
             eval::run(scenario.name(), &cascade, &replayed, "phishing", || {}).await
         }
     };

@@ -4,10 +4,15 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::eval::RunReport;
+use crate::cascade::SAFE_DEFAULT;
+use crate::eval::{EvalError, RunReport};
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("plot: {e}")
+/// The plot error for the SVG at `path`.
+fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> EvalError + Copy + '_ {
+    move |e| EvalError::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 const PALETTE: [RGBColor; 6] = [
@@ -24,7 +29,8 @@ pub fn accuracy_vs_coverage(
     path: &Path,
     tier: &str,
     curve: &[(f64, f64, Option<f64>)],
-) -> Result<(), String> {
+) -> Result<(), EvalError> {
+    let err = err(path);
     let points: Vec<(f64, f64)> = curve
         .iter()
         .filter_map(|(_, c, a)| a.map(|a| (*c, a)))
@@ -67,12 +73,13 @@ pub fn accuracy_vs_coverage(
 }
 
 /// One horizontal bar per run: the share of requests each tier served (abstentions last).
-pub fn tier_mix(path: &Path, runs: &[RunReport], tiers: &[String]) -> Result<(), String> {
+pub fn tier_mix(path: &Path, runs: &[RunReport], tiers: &[String]) -> Result<(), EvalError> {
+    let err = err(path);
     if runs.is_empty() {
         return Ok(());
     }
     let mut columns: Vec<String> = tiers.to_vec();
-    columns.push("safe-default".into());
+    columns.push(SAFE_DEFAULT.into());
     let names: Vec<String> = runs.iter().map(|r| r.name.clone()).collect();
     let height = 80 + 34 * runs.len() as u32;
     let root = SVGBackend::new(path, (820, height)).into_drawing_area();

@@ -3,161 +3,17 @@
 //! parsing and printing.
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tierhost::drill::{self, SampleSource, Samples};
 use tierhost::eval::{self, Dataset, EvalOptions, Scenario, TierCalibration};
 use tierhost::{Cascade, Config, Request, TierEngine};
 
-#[derive(Parser)]
-#[command(
-    name = "tierhost",
-    version,
-    about = "Answer inference requests through a cascade of sandboxed wasm fallback tiers"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Load and validate a cascade config and every tier it names; exit 1 on any problem.
-    Check {
-        /// Cascade config (TOML).
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Answer one request and print the answer with its trail as JSON.
-    Run {
-        /// Cascade config (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// Request JSON file (`-` for stdin): {"id": "...", "features": {...}}.
-        #[arg(long)]
-        input: PathBuf,
-    },
-    /// Serve the cascade over HTTP (predict, tiers, health, metrics, OpenAPI, admin reload).
-    Serve {
-        /// Cascade config (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// Address to listen on (default: `[server] listen`, 127.0.0.1:8080).
-        #[arg(long)]
-        listen: Option<String>,
-    },
-    /// Replay labeled rows (CSV) through the cascade under fault scenarios and report, per
-    /// scenario, accuracy, coverage, fallbacks and the tier mix; each tier alone is a baseline.
-    Eval(EvalArgs),
-    /// Fire drill: inject each fault kind (loop, memory bomb, trap, stack overflow, hang, NaN,
-    /// oversized output, abstain, load failure) into each tier of a copy of the cascade and
-    /// check that every sample request is still answered within the budget with the right
-    /// reason; prints a tier × fault matrix and exits 1 on any gap.
-    Drill(DrillArgs),
-    /// Choose each model tier's `min_confidence` so that the accuracy of the answers it keeps
-    /// reaches a target on labeled validation data; prints the thresholds as TOML lines.
-    Calibrate(CalibrateArgs),
-    /// Run the embedded fraud cascade (examples/fraud) on sample requests, healthy and with its
-    /// primary tier replaced by a tier stuck in an infinite loop.
-    Demo {
-        /// Print every answer as one JSON line instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Internal: compile one plugin under the engine's compile limits (run by the host as a
-    /// child process, so a pathological component cannot hold `check` or a reload).
-    #[command(hide = true)]
-    CompileComponent {
-        /// The engine settings, as JSON.
-        #[arg(long)]
-        engine: String,
-        /// The component to compile.
-        #[arg(long)]
-        input: PathBuf,
-        /// Where to write the compiled artifact.
-        #[arg(long)]
-        output: PathBuf,
-    },
-}
-
-/// Labeled data shared by `eval` and `calibrate`.
-#[derive(clap::Args)]
-struct DataArgs {
-    /// Cascade config (TOML).
-    #[arg(long)]
-    config: PathBuf,
-    /// CSV with a header: feature columns and the label column.
-    #[arg(long)]
-    data: PathBuf,
-    /// Name of the label column.
-    #[arg(long, default_value = "label")]
-    label_column: String,
-    /// Label mapping from CSV values to the cascade's labels, e.g. `1=phishing,0=legitimate`.
-    #[arg(long, default_value = "")]
-    labels: String,
-}
-
-#[derive(clap::Args)]
-struct EvalArgs {
-    #[command(flatten)]
-    input: DataArgs,
-    /// Scenario to run (repeatable): normal, primary-down, primary-slow,
-    /// primary-slow-no-breaker, primary-garbage,
-    /// fault-mix, primary-flapping, primary-heavy-tail, primary-heavy-tail-hedged, repeat,
-    /// shift, shift-no-guard. Default: all.
-    #[arg(long = "scenario")]
-    scenarios: Vec<String>,
-    /// The positive class (for AUC). Default: what `1` maps to.
-    #[arg(long)]
-    positive: Option<String>,
-    /// Directory for summary.md, runs.json, tier_mix.svg and accuracy_vs_coverage.svg.
-    #[arg(long)]
-    report: Option<PathBuf>,
-    /// Print the summary as one JSON document on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Request rate the replay stands for: the cascade's clock (breaker windows and open
-    /// times, chaos windows) advances by 1/RATE seconds per row.
-    #[arg(long, default_value_t = tierhost::eval::DEFAULT_ROWS_PER_S)]
-    rate: f64,
-}
-
-#[derive(clap::Args)]
-struct CalibrateArgs {
-    #[command(flatten)]
-    input: DataArgs,
-    /// Accuracy the kept answers must reach, in (0, 1].
-    #[arg(long)]
-    target_accuracy: f64,
-}
-
-#[derive(clap::Args)]
-struct DrillArgs {
-    /// Cascade config (TOML).
-    #[arg(long)]
-    config: PathBuf,
-    /// Sample requests, JSON lines (default: the config's `cascade.check_samples`).
-    #[arg(long, conflicts_with = "data")]
-    samples: Option<PathBuf>,
-    /// Or sample requests from a labeled CSV (as for `eval`; the label column is dropped).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Name of the CSV's label column.
-    #[arg(long, default_value = "label", requires = "data")]
-    label_column: String,
-    /// Label mapping of the CSV, as for `eval` (accepted for symmetry; labels are not used).
-    #[arg(long, default_value = "", requires = "data")]
-    labels: String,
-    /// Replay the first N sample requests.
-    #[arg(long, default_value_t = 50)]
-    rows: usize,
-    /// Print the report as one JSON document instead of the matrix.
-    #[arg(long)]
-    json: bool,
-}
+mod cli;
+use cli::{CalibrateArgs, Cli, Command, DataArgs, DrillArgs, EvalArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -213,42 +69,7 @@ async fn check(path: &Path) -> Result<ExitCode> {
     let config = Config::load(path)?;
     let cascade = Cascade::load(&config).await?;
     let errors = cascade.load_errors();
-    println!(
-        "cascade \"{}\" ({}): {} tiers, budget {} ms",
-        cascade.name(),
-        path.display(),
-        config.tiers.len(),
-        config.cascade.budget_ms
-    );
-    for tier in cascade.tiers() {
-        match &tier.sandbox {
-            Ok(s) => {
-                let info = s.plugin().info();
-                let l = s.limits();
-                println!(
-                    "  ok    {:<14} {} {} ({}) sha256 {}  fuel {} mem {} MiB deadline {} ms min_confidence {}",
-                    tier.config.name,
-                    info.name,
-                    info.version,
-                    info.kind,
-                    &info.sha256[..16],
-                    l.fuel,
-                    l.max_memory_mib,
-                    l.deadline_ms,
-                    tier.config.min_confidence
-                );
-                println!(
-                    "        {:<14} policies: {}",
-                    "",
-                    tier.policies.names().join(" > ")
-                );
-            }
-            Err(e) => println!(
-                "  FAIL  {:<14} plugin {}: {e}",
-                tier.config.name, tier.config.plugin
-            ),
-        }
-    }
+    print!("{}", cascade.summary(path));
     if errors.is_empty() {
         println!("config OK");
         Ok(ExitCode::SUCCESS)

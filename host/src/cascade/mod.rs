@@ -35,6 +35,7 @@ use crate::request::Request;
 use crate::sandbox::Sandbox;
 
 mod load;
+mod summary;
 mod turn;
 
 /// Name of the host's own last answer in trails, metrics and provenance.

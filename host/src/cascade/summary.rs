@@ -1,0 +1,46 @@
+//! What `tierhost check` prints about a loaded cascade: each tier's plugin, digest, limits and
+//! policies, or why it did not load.
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::Cascade;
+
+impl Cascade {
+    /// A human-readable summary: one heading line, then per tier `ok` with its plugin, digest,
+    /// limits and policy chain, or `FAIL` with the load error.
+    pub fn summary(&self, source: &Path) -> String {
+        let mut out = format!(
+            "cascade \"{}\" ({}): {} tiers, budget {} ms\n",
+            self.name(),
+            source.display(),
+            self.tiers().len(),
+            self.budget().as_millis()
+        );
+        for tier in self.tiers() {
+            let name = &tier.config.name;
+            // Writing to a String cannot fail.
+            let _ = match &tier.sandbox {
+                Ok(sandbox) => {
+                    let info = sandbox.plugin().info();
+                    let l = sandbox.limits();
+                    writeln!(
+                        out,
+                        "  ok    {name:<14} {} {} ({}) sha256 {}  fuel {} mem {} MiB deadline {} ms min_confidence {}\n        {:<14} policies: {}",
+                        info.name,
+                        info.version,
+                        info.kind,
+                        &info.sha256[..16],
+                        l.fuel,
+                        l.max_memory_mib,
+                        l.deadline_ms,
+                        tier.config.min_confidence,
+                        "",
+                        tier.policies.names().join(" > ")
+                    )
+                }
+                Err(e) => writeln!(out, "  FAIL  {name:<14} plugin {}: {e}", tier.config.plugin),
+            };
+        }
+        out
+    }
+}

@@ -19,10 +19,14 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod machine;
 mod support;
 
-use support::{HttpClient, Killed, arg, flag, free_port, variant, wait_ready};
+use common::http::{Http, HttpClient, Proc, free_port, serve_command};
+use common::variant_of;
+use support::{arg, flag};
 
 const CASCADE: &str = r#"
 [cascade]
@@ -96,6 +100,18 @@ async fn run_load(
     duration: Duration,
 ) -> RunStats {
     run_load_until(client, url, connections, duration, None).await
+}
+
+/// A 1 s warm-up run against the server at `base`, then the measured run.
+async fn warm_then_run(
+    client: &HttpClient,
+    base: &str,
+    connections: usize,
+    duration: Duration,
+) -> RunStats {
+    let url = format!("{base}/v1/predict");
+    run_load(client, &url, connections, Duration::from_secs(1)).await;
+    run_load(client, &url, connections, duration).await
 }
 
 /// Closed-loop load for `duration`, or until `done` is set when given.
@@ -226,22 +242,9 @@ fn main() {
         .build_http();
 
     let port = free_port();
-    let _tierhost = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tierhost"))
-            .args([
-                "serve",
-                "--config",
-                config.to_str().expect("utf-8 path"),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start tierhost serve"),
-    );
+    let _tierhost = Proc::spawn(&mut serve_command(&config, port));
     let th = format!("http://127.0.0.1:{port}");
-    runtime.block_on(wait_ready(&client, &format!("{th}/healthz")));
+    runtime.block_on(Http::new(&th).wait_ready());
 
     println!(
         "load benchmark: {connections} connections, closed loop, {seconds} s per run, 20% primary faults; {}, shared by server and load generator\n",
@@ -250,18 +253,7 @@ fn main() {
     println!("| run | req/s | p50 (ms) | p99 (ms) | requests | errors | served by primary |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
 
-    runtime.block_on(run_load(
-        &client,
-        &format!("{th}/v1/predict"),
-        connections,
-        Duration::from_secs(1),
-    )); // warm-up
-    let steady = runtime.block_on(run_load(
-        &client,
-        &format!("{th}/v1/predict"),
-        connections,
-        duration,
-    ));
+    let steady = runtime.block_on(warm_then_run(&client, &th, connections, duration));
     print_row("tierhost serve", &steady);
 
     // p99 while the rules tier is swapped 100 times under load (the run lasts until the 100th
@@ -282,7 +274,7 @@ fn main() {
             let mut failures = 0;
             for n in 0..100u32 {
                 let tmp = rules_path.with_extension("tmp");
-                std::fs::write(&tmp, variant(&rules, u64::from(n))).expect("write variant");
+                std::fs::write(&tmp, variant_of(&rules, &n.to_string())).expect("write variant");
                 std::fs::rename(&tmp, &rules_path).expect("swap file");
                 let request = hyper::Request::post(format!("{th}/admin/reload"))
                     .body(Full::new(Bytes::new()))
@@ -319,29 +311,17 @@ fn main() {
         None
     } else {
         let bport = free_port();
-        let child = Command::new(root.join("benches/baseline/run.sh"))
-            .arg(bport.to_string())
-            .arg("2")
-            .env("BASELINE_FAULT_RATE", "0.2")
-            .env("BASELINE_LOG_LEVEL", "ERROR")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the Python baseline (benches/baseline/run.sh)");
-        let _guard = Killed(child);
+        let _guard = Proc::spawn(
+            Command::new(root.join("benches/baseline/run.sh"))
+                .arg(bport.to_string())
+                .arg("2")
+                .env("BASELINE_FAULT_RATE", "0.2")
+                .env("BASELINE_LOG_LEVEL", "ERROR")
+                .stdout(Stdio::null()),
+        );
         let url = format!("http://127.0.0.1:{bport}");
-        runtime.block_on(wait_ready(&client, &format!("{url}/healthz")));
-        runtime.block_on(run_load(
-            &client,
-            &format!("{url}/v1/predict"),
-            connections,
-            Duration::from_secs(1),
-        ));
-        let stats = runtime.block_on(run_load(
-            &client,
-            &format!("{url}/v1/predict"),
-            connections,
-            duration,
-        ));
+        runtime.block_on(Http::new(&url).wait_ready());
+        let stats = runtime.block_on(warm_then_run(&client, &url, connections, duration));
         print_row("Python baseline (Starlette + uvicorn, 2 workers)", &stats);
         Some(stats)
     };

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tierhost::EngineConfig;
-use tierhost::{Cascade, Config, FeatureValue, Request, TierEngine};
+use tierhost::{Cascade, FeatureValue, Request, TierEngine};
 
 #[path = "../plugins/rules/src/logic.rs"]
 #[allow(dead_code)]
@@ -18,7 +18,11 @@ mod rules_logic;
 
 use rules_logic::{RuleParams, Transaction};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod machine;
+
+use common::config;
 
 #[path = "../plugins/trees/src/logic.rs"]
 #[allow(dead_code)]
@@ -102,10 +106,6 @@ fn time_sync<R>(warmup: usize, iterations: usize, mut f: impl FnMut() -> R) -> S
 
 fn us(d: Duration) -> String {
     format!("{:.2}", d.as_nanos() as f64 / 1000.0)
-}
-
-fn config(toml: &str) -> Config {
-    Config::parse(toml, Path::new("bench.toml"), Path::new(".")).expect("bench config")
 }
 
 const RULES_FRESH: &str = "[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n";

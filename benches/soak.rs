@@ -13,7 +13,6 @@
 //! Options: `--requests N`, `--connections C`, `--swap-every-s S` (default 3), `--smoke`
 //! (20,000 requests). Exits non-zero when a check fails.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,10 +22,14 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod machine;
 mod support;
 
-use support::{HttpClient, Killed, arg, flag, free_port, variant, wait_ready};
+use common::http::{Http, HttpClient, Proc, free_port, serve_command};
+use common::variant_of;
+use support::{arg, flag};
 
 fn cascade(audit: &Path) -> String {
     format!(
@@ -117,22 +120,11 @@ async fn soak(total: u64, connections: u64, swap_every: Duration) -> bool {
     let config = dir.path().join("cascade.toml");
     std::fs::write(&config, cascade(&dir.path().join("audit.jsonl"))).expect("write config");
     let port = free_port();
-    let exe = env!("CARGO_BIN_EXE_tierhost");
-    let server = Killed(
-        Command::new(exe)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tierhost serve"),
-    );
-    let pid = server.0.id();
+    let server = Proc::spawn(&mut serve_command(&config, port));
+    let pid = server.id();
     let base = format!("http://127.0.0.1:{port}");
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    wait_ready(&client, &format!("{base}/healthz")).await;
+    Http::new(&base).wait_ready().await;
 
     println!(
         "tierhost soak: {total} requests, {connections} connections, 20% primary faults (trap, loop, hang, memory bomb), rules hot-swapped every {} s, audit log on ({})\n",
@@ -172,7 +164,7 @@ async fn soak(total: u64, connections: u64, swap_every: Duration) -> bool {
                 .is_err()
             {
                 tag += 1;
-                if std::fs::write(&rules_path, variant(rules, tag)).is_err() {
+                if std::fs::write(&rules_path, variant_of(rules, &tag.to_string())).is_err() {
                     rejected += 1;
                     continue;
                 }

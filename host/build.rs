@@ -1,12 +1,15 @@
 //! Builds the guest tiers in `plugins/` for `wasm32-wasip2` (one target dir for all of them,
-//! `target/guests`) and generates `guests.rs`: the path of every built component and the
-//! reference tiers embedded as `builtin:<name>` plugins. Nobody commits `.wasm` files.
+//! `target/guests`) and generates `guests.rs`: the product's reference tiers, embedded as
+//! `builtin:<name>` plugins. Test-only guests are built too but never embedded: the tests find
+//! them in the directory named by `TIERHOST_TEST_GUESTS` (set for every target of this
+//! package, see `tests/common`). Nobody commits `.wasm` files.
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Guest crates and the name the host knows them by. `builtin` ones are embedded in the binary.
+/// Guest crates and the name the host knows them by. `builtin` ones are embedded in the binary;
+/// the others exist for the tests only (`tests/common::test_guest`).
 const GUESTS: &[(&str, &str, bool)] = &[
     ("tier-rules", "rules", true),
     ("tier-linear", "linear", true),
@@ -77,11 +80,10 @@ fn main() {
     }
 
     let out_dir = target_dir.join("wasm32-wasip2").join("release");
-    let mut generated = String::new();
-    let mut builtins = String::from(
+    let mut generated = String::from(
         "/// Reference tiers embedded in the binary, usable as `builtin:<name>` plugins.\n",
     );
-    builtins.push_str("pub static BUILTIN: &[(&str, &[u8])] = &[\n");
+    generated.push_str("pub static BUILTIN: &[(&str, &[u8])] = &[\n");
     for (krate, name, builtin) in GUESTS {
         let wasm = out_dir.join(format!("{}.wasm", krate.replace('-', "_")));
         assert!(
@@ -89,19 +91,14 @@ fn main() {
             "expected guest component at {}",
             wasm.display()
         );
-        let path = escape(&wasm);
-        writeln!(
-            generated,
-            "/// Path of the built `{krate}` component.\npub const {}: &str = \"{path}\";",
-            name.to_uppercase()
-        )
-        .unwrap();
         if *builtin {
-            writeln!(builtins, "    (\"{name}\", include_bytes!(\"{path}\")),").unwrap();
+            let path = escape(&wasm);
+            writeln!(generated, "    (\"{name}\", include_bytes!(\"{path}\")),").unwrap();
         }
     }
-    builtins.push_str("];\n");
-    generated.push_str(&builtins);
+    generated.push_str("];\n");
+    // Where the tests find the test-only guests (`tier_<name>.wasm`); not part of the library.
+    println!("cargo:rustc-env=TIERHOST_TEST_GUESTS={}", out_dir.display());
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("guests.rs");
     std::fs::write(out, generated).expect("write guests.rs");
 }

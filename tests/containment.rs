@@ -3,60 +3,62 @@
 mod common;
 
 use common::*;
-use tierhost::{Decision, FallbackReason, Step};
+use tierhost::{Answer, Decision, FallbackReason, Step};
 
-/// (chaos mode, extra limits, expected reason kind, text the reason message must contain)
-const CASES: &[(&str, &str, &str, &str)] = &[
-    ("infinite-loop", "", "out-of-fuel", "out of fuel"),
-    (
-        "spin",
-        "fuel = 1_000_000_000_000\ndeadline_ms = 30",
-        "deadline",
-        "deadline",
-    ),
-    ("sleep", "deadline_ms = 30", "deadline", "deadline"),
-    ("memory-bomb", "", "memory-limit", "memory limit"),
-    ("panic", "", "trap", "deliberate panic"),
-    ("trap", "", "trap", "unreachable"),
-    ("recursion", "", "stack-overflow", "stack overflow"),
-    ("nan", "", "invalid-output", "NaN"),
-    ("overconfident", "", "invalid-output", "confidence is 1.5"),
-    (
-        "huge-reason",
-        "max_memory_mib = 64\nfuel = 1_000_000_000\ndeadline_ms = 500",
-        "invalid-output",
-        "max_output_bytes",
-    ),
-    ("bad-label", "", "invalid-output", "not-a-label"),
-    ("abstain", "", "abstained", "on purpose"),
-    ("error", "", "tier-error", "deliberate tier error"),
-    ("read-file", "", "tier-error", "denied: file access"),
-    ("read-env", "", "tier-error", "denied: environment is empty"),
-    ("connect", "", "tier-error", "denied: network"),
-    (
-        "clock",
-        "",
-        "tier-error",
-        "denied: clocks are frozen (wall=0ns, elapsed=0ns)",
-    ),
-];
+/// One faulty tier per line: chaos mode | extra `[tier.limits]` lines (`;` between lines) |
+/// expected reason kind | text the reason message must contain.
+const CASES: &str = "
+infinite-loop |                                            | out-of-fuel    | out of fuel
+spin          | fuel = 1_000_000_000_000; deadline_ms = 30 | deadline       | deadline
+sleep         | deadline_ms = 30                           | deadline       | deadline
+memory-bomb   |                                            | memory-limit   | memory limit
+panic         |                                            | trap           | deliberate panic
+trap          |                                            | trap           | unreachable
+recursion     |                                            | stack-overflow | stack overflow
+nan           |                                            | invalid-output | NaN
+overconfident |                                            | invalid-output | confidence is 1.5
+huge-reason   | max_memory_mib = 64; fuel = 1_000_000_000; deadline_ms = 500 | invalid-output | max_output_bytes
+bad-label     |                                            | invalid-output | not-a-label
+abstain       |                                            | abstained      | on purpose
+error         |                                            | tier-error     | deliberate tier error
+read-file     |                                            | tier-error     | denied: file access
+read-env      |                                            | tier-error     | denied: environment is empty
+connect       |                                            | tier-error     | denied: network
+clock         |                                            | tier-error     | denied: clocks are frozen (wall=0ns, elapsed=0ns)
+";
+
+/// The rows of [`CASES`]: (mode, limits, kind, text).
+fn cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
+    CASES
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [mode, limits, kind, text] = cells[..] else {
+                panic!("a CASES row has 4 cells: {line}")
+            };
+            (mode, limits.replace("; ", "\n"), kind, text)
+        })
+        .collect()
+}
 
 fn with_labels(tier: String) -> String {
     format!("{tier}[tier.accept]\nlabels = [\"allow\", \"review\", \"block\"]\n")
 }
 
+/// The faulty tier of a [`CASES`] row, allowed only the labels a real tier would answer.
+fn faulty(mode: &str, limits: &str) -> String {
+    with_labels(chaos_tier("faulty", mode, limits))
+}
+
 #[tokio::test]
 async fn each_faulty_tier_first_is_contained_and_classified() {
-    for (mode, limits, kind, text) in CASES {
-        let toml = format!(
-            "{}{RULES_TIER}",
-            with_labels(chaos_tier("faulty", mode, limits))
-        );
-        let cascade = cascade(&toml).await;
+    for (mode, limits, kind, text) in cases() {
+        let cascade = cascade(&format!("{}{RULES_TIER}", faulty(mode, &limits))).await;
         let answer = cascade.predict(&request(&format!("first-{mode}"))).await;
         assert_eq!(answer.served_by.tier, "rules", "{mode}: {answer:?}");
         assert!(answer.degraded, "{mode}");
-        assert_eq!(kinds(&answer), vec![*kind], "{mode}: {answer:?}");
+        assert_eq!(kinds(&answer), vec![kind], "{mode}: {answer:?}");
         let message = answer.trail[0].message.as_deref().unwrap_or_default();
         assert!(
             message.contains(text),
@@ -68,23 +70,21 @@ async fn each_faulty_tier_first_is_contained_and_classified() {
         );
         // The host keeps serving: the same cascade answers again.
         let again = cascade.predict(&request(&format!("again-{mode}"))).await;
-        assert_eq!(kinds(&again), vec![*kind], "{mode} second call");
+        assert_eq!(kinds(&again), vec![kind], "{mode} second call");
     }
 }
 
 #[tokio::test]
 async fn a_faulty_tier_in_the_middle_is_contained() {
-    for (mode, limits, kind, _) in CASES {
-        let toml = format!(
-            "[[tier]]\nname = \"model\"\nplugin = \"builtin:chaos\"\nmin_confidence = 0.95\n[tier.params]\nmode = \"ok\"\nconfidence = 0.6\n{}{RULES_TIER}",
-            with_labels(chaos_tier("faulty", mode, limits))
-        );
+    for (mode, limits, kind, _) in cases() {
+        let unsure = "[[tier]]\nname = \"model\"\nplugin = \"builtin:chaos\"\nmin_confidence = 0.95\n[tier.params]\nmode = \"ok\"\nconfidence = 0.6\n";
+        let toml = format!("{unsure}{}{RULES_TIER}", faulty(mode, &limits));
         let answer = cascade(&toml)
             .await
             .predict(&request(&format!("middle-{mode}")))
             .await;
         assert_eq!(answer.served_by.tier, "rules", "{mode}: {answer:?}");
-        assert_eq!(kinds(&answer), vec!["low-confidence", *kind], "{mode}");
+        assert_eq!(kinds(&answer), vec!["low-confidence", kind], "{mode}");
         assert_eq!(answer.trail[2].step, Step::Served);
     }
 }
@@ -148,7 +148,7 @@ async fn plugins_that_fail_to_load_are_stepped_over_with_load_failed() {
         "[[tier]]\nname = \"corrupt\"\nplugin = \"{}\"\n[[tier]]\nname = \"core-module\"\nplugin = \"{}\"\n[[tier]]\nname = \"wrong-world\"\nplugin = \"{}\"\n[[tier]]\nname = \"missing\"\nplugin = \"{}\"\n[[tier]]\nname = \"unknown-builtin\"\nplugin = \"builtin:nope\"\n{RULES_TIER}",
         corrupt.display(),
         core_module.display(),
-        tierhost::builtin::guests::WRONG_WORLD,
+        test_guest("wrong_world").display(),
         dir.path().join("absent.wasm").display(),
     );
     let cascade = cascade(&toml).await;
@@ -177,6 +177,17 @@ async fn plugins_that_fail_to_load_are_stepped_over_with_load_failed() {
         errors[4].1.contains("unknown builtin plugin `nope`"),
         "{errors:?}"
     );
+    // The message lists the product's tiers; the test-only guests are not among them.
+    let known: Vec<&str> = tierhost::builtin::names().collect();
+    assert!(
+        errors[4]
+            .1
+            .contains(&format!("(known: {})", known.join(", "))),
+        "{errors:?}"
+    );
+    for test_only in ["wrong_world", "forged_describe"] {
+        assert!(!known.contains(&test_only), "{known:?}");
+    }
 
     let answer = cascade.predict(&request("load-failures")).await;
     assert_eq!(answer.served_by.tier, "rules");
@@ -209,29 +220,37 @@ fn chaos_with(name: &str, mode: &str, limits: &str, params: &str) -> String {
     format!("{}{params}\n", chaos_tier(name, mode, limits))
 }
 
+/// The answer to request `id` of the cascade `tier`, then the rules tier, where `tier` must
+/// fall back with `kind`.
+async fn falls_back(tier: &str, id: &str, kind: &str) -> Answer {
+    let answer = ask_before_rules(tier, id).await;
+    assert_eq!(kinds(&answer), vec![kind], "{answer:?}");
+    answer
+}
+
+/// The answer to request `id` of the cascade `tier`, then the rules tier.
+async fn ask_before_rules(tier: &str, id: &str) -> Answer {
+    cascade(&format!("{tier}{RULES_TIER}"))
+        .await
+        .predict(&request(id))
+        .await
+}
+
 #[tokio::test]
 async fn timers_follow_the_frozen_clock() {
     // A 1 ms sleep would return after 1 ms of real time if timers ran on the real clock, and a
     // tier could count polls until it fires to measure time. On the frozen clock it never fires:
     // the call runs into its deadline, like any other hang.
-    let toml = format!(
-        "{}{RULES_TIER}",
-        chaos_with("sleeper", "sleep", "deadline_ms = 50", "seconds = 0.001")
-    );
-    let answer = cascade(&toml).await.predict(&request("timer")).await;
-    assert_eq!(kinds(&answer), vec!["deadline"], "{answer:?}");
+    let sleeper = chaos_with("sleeper", "sleep", "deadline_ms = 50", "seconds = 0.001");
+    let answer = falls_back(&sleeper, "timer", "deadline").await;
     assert_eq!(answer.served_by.tier, "rules");
 }
 
 #[tokio::test]
 async fn output_entries_and_abstain_reasons_are_bounded() {
     // Many small reasons: within any byte limit, refused by count.
-    let toml = format!(
-        "{}{RULES_TIER}",
-        with_labels(chaos_with("chatty", "many-reasons", "", "count = 100"))
-    );
-    let answer = cascade(&toml).await.predict(&request("reasons")).await;
-    assert_eq!(kinds(&answer), vec!["invalid-output"]);
+    let chatty = with_labels(chaos_with("chatty", "many-reasons", "", "count = 100"));
+    let answer = falls_back(&chatty, "reasons", "invalid-output").await;
     let message = answer.trail[0].message.clone().unwrap_or_default();
     assert!(
         message.contains("100 reasons, limit max_reasons = 32"),
@@ -239,17 +258,13 @@ async fn output_entries_and_abstain_reasons_are_bounded() {
     );
 
     // 400,000 empty reasons: refused while lifting, before the host allocates them.
-    let toml = format!(
-        "{}{RULES_TIER}",
-        with_labels(chaos_with(
-            "flood",
-            "many-reasons",
-            "max_memory_mib = 64\nfuel = 1_000_000_000",
-            "count = 400000"
-        ))
-    );
-    let answer = cascade(&toml).await.predict(&request("flood")).await;
-    assert_eq!(kinds(&answer), vec!["invalid-output"], "{answer:?}");
+    let flood = with_labels(chaos_with(
+        "flood",
+        "many-reasons",
+        "max_memory_mib = 64\nfuel = 1_000_000_000",
+        "count = 400000",
+    ));
+    let answer = falls_back(&flood, "flood", "invalid-output").await;
     assert!(
         answer.trail[0]
             .message
@@ -259,28 +274,21 @@ async fn output_entries_and_abstain_reasons_are_bounded() {
     );
 
     // A 2 KiB abstain reason is cut to 1 KiB; a 12 MiB one is refused while lifting.
-    let toml = format!(
-        "{}{RULES_TIER}",
-        chaos_with("wordy", "abstain", "", "reason_bytes = 2048")
-    );
-    let answer = cascade(&toml).await.predict(&request("abstain-2k")).await;
+    let wordy = chaos_with("wordy", "abstain", "", "reason_bytes = 2048");
+    let answer = ask_before_rules(&wordy, "abstain-2k").await;
     match &answer.trail[0].reason {
         Some(FallbackReason::Abstained { reason }) => {
             assert_eq!(reason.len(), 1024 + "...".len(), "cut at MAX_MESSAGE_BYTES")
         }
         other => panic!("{other:?}"),
     }
-    let toml = format!(
-        "{}{RULES_TIER}",
-        chaos_with(
-            "novel",
-            "abstain",
-            "max_memory_mib = 64\nfuel = 1_000_000_000\ndeadline_ms = 500",
-            "reason_bytes = 12582912"
-        )
+    let novel = chaos_with(
+        "novel",
+        "abstain",
+        "max_memory_mib = 64\nfuel = 1_000_000_000\ndeadline_ms = 500",
+        "reason_bytes = 12582912",
     );
-    let answer = cascade(&toml).await.predict(&request("abstain-12m")).await;
-    assert_eq!(kinds(&answer), vec!["invalid-output"], "{answer:?}");
+    let answer = falls_back(&novel, "abstain-12m", "invalid-output").await;
     assert!(serde_json::to_string(&answer).unwrap().len() < 4096);
 }
 
@@ -315,7 +323,7 @@ async fn tier_supplied_text_is_escaped_everywhere_it_is_shown() {
 async fn a_tier_describing_itself_with_control_characters_is_refused_at_load() {
     let toml = format!(
         "[[tier]]\nname = \"forged\"\nplugin = \"{}\"\n{RULES_TIER}",
-        tierhost::builtin::guests::FORGED_DESCRIBE
+        test_guest("forged_describe").display()
     );
     let cascade = cascade(&toml).await;
     let errors = cascade.load_errors();
@@ -332,18 +340,16 @@ async fn a_tier_describing_itself_with_control_characters_is_refused_at_load() {
 async fn a_tier_hoarding_host_handles_is_stopped_at_the_resource_table_cap() {
     // 100,000 stderr handles held at once would each cost host memory outside the tier's
     // memory limit; the store's table stops the tier at 1,024 and the next tier answers.
-    let toml = format!(
-        "{}{RULES_TIER}",
+    let hoarder = |count: u32| {
+        let limits = "fuel = 1_000_000_000\ndeadline_ms = 50";
         chaos_with(
             "hoarder",
             "handle-flood",
-            "fuel = 1_000_000_000\ndeadline_ms = 50",
-            "count = 100000"
+            limits,
+            &format!("count = {count}"),
         )
-    );
-    let cascade = cascade(&toml).await;
-    let answer = cascade.predict(&request("handles")).await;
-    assert_eq!(kinds(&answer), vec!["trap"], "{answer:?}");
+    };
+    let answer = falls_back(&hoarder(100_000), "handles", "trap").await;
     let message = answer.trail[0].message.clone().unwrap_or_default();
     assert!(
         message.contains("resource table has no free keys"),
@@ -351,7 +357,6 @@ async fn a_tier_hoarding_host_handles_is_stopped_at_the_resource_table_cap() {
     );
     assert_eq!(answer.served_by.tier, "rules");
     // Under the cap, the same tier answers.
-    let toml = toml.replace("count = 100000", "count = 1000");
-    let answer = self::cascade(&toml).await.predict(&request("few")).await;
+    let answer = ask_before_rules(&hoarder(1_000), "few").await;
     assert_eq!(answer.served_by.tier, "hoarder", "{answer:?}");
 }

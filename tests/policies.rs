@@ -20,23 +20,19 @@ fn memory() -> (PolicyMemory, Arc<ManualClock>) {
     (PolicyMemory::new(clock.clone()), clock)
 }
 
+/// `toml` loaded with a policy memory of its own (on a clock nobody moves).
+async fn load_alone(toml: &str) -> Cascade {
+    load(toml, &memory().0).await
+}
+
 /// A primary that answers `allow`, trapping (injected) while the clock is in [1 s, 2 s).
 const FLAPPING_PRIMARY: &str = r#"
 [[tier]]
 name = "primary"
 plugin = "builtin:chaos"
-[tier.params]
-mode = "ok"
-[tier.chaos]
-mode = "trap"
-from_s = 1.0
-until_s = 2.0
-[tier.breaker]
-window_calls = 10
-minimum_calls = 4
-failure_rate = 0.5
-open_ms = 5000
-half_open_calls = 2
+params = { mode = "ok" }
+chaos = { mode = "trap", from_s = 1.0, until_s = 2.0 }
+breaker = { window_calls = 10, minimum_calls = 4, failure_rate = 0.5, open_ms = 5000, half_open_calls = 2 }
 "#;
 
 fn breaker_state(cascade: &Cascade) -> BreakerState {
@@ -119,8 +115,7 @@ async fn breaker_counts_bad_results_when_configured() {
     let toml = format!(
         "[[tier]]\nname = \"unsure\"\nplugin = \"builtin:chaos\"\nmin_confidence = 0.9\n[tier.params]\nmode = \"ok\"\nconfidence = 0.2\n[tier.breaker]\nwindow_calls = 4\nminimum_calls = 4\nfailure_on = [\"low-confidence\"]\n{RULES_TIER}"
     );
-    let (memory, _clock) = memory();
-    let cascade = load(&toml, &memory).await;
+    let cascade = load_alone(&toml).await;
     for i in 0..4 {
         let a = cascade.predict(&request(&format!("u{i}"))).await;
         assert_eq!(kinds(&a), vec!["low-confidence"]);
@@ -154,16 +149,21 @@ async fn breaker_state_survives_a_swap_of_another_tier_and_resets_for_a_new_plug
     assert_eq!(breaker_state(&replaced), BreakerState::Closed);
 }
 
+/// A primary blocked in a WASI sleep (on the frozen clock: until its deadline) with
+/// `[tier.hedge]` `hedge`, then the rules tier.
+fn sleeping_primary(limits: &str, hedge: &str) -> String {
+    format!(
+        "{}[tier.hedge]\n{hedge}\n{RULES_TIER}",
+        chaos_tier("primary", "sleep", limits)
+    )
+}
+
 #[tokio::test]
 async fn a_hung_tier_is_hedged_and_the_next_tier_serves() {
     // The primary blocks for an hour inside a host call; its deadline is far away. After 1 ms
     // the rules tier is started in parallel and its answer is served.
-    let toml = format!(
-        "[cascade]\nbudget_ms = 120000\n{}[tier.hedge]\nafter_ms = 1\n{RULES_TIER}",
-        chaos_tier("primary", "sleep", "deadline_ms = 60000")
-    );
-    let (memory, _clock) = memory();
-    let cascade = load(&toml, &memory).await;
+    let hedged = sleeping_primary("deadline_ms = 60000", "after_ms = 1");
+    let cascade = load_alone(&format!("[cascade]\nbudget_ms = 120000\n{hedged}")).await;
     let a = cascade.predict(&request("hedged")).await;
     assert_eq!(a.served_by.tier, "rules");
     assert_eq!(a.trail.len(), 2);
@@ -178,12 +178,11 @@ async fn a_hung_tier_is_hedged_and_the_next_tier_serves() {
 async fn hedges_stop_at_max_share() {
     // Only the first call may be hedged (1 + 1% of 1 call); the second waits for the primary's
     // deadline like an unhedged tier.
-    let toml = format!(
-        "{}[tier.hedge]\nafter_ms = 1\nmax_share = 0.01\n{RULES_TIER}",
-        chaos_tier("primary", "sleep", "deadline_ms = 30")
-    );
-    let (memory, _clock) = memory();
-    let cascade = load(&toml, &memory).await;
+    let cascade = load_alone(&sleeping_primary(
+        "deadline_ms = 30",
+        "after_ms = 1\nmax_share = 0.01",
+    ))
+    .await;
     let first = cascade.predict(&request("one")).await;
     assert_eq!(kinds(&first), vec!["hedged"]);
     let second = cascade.predict(&request("two")).await;
@@ -199,8 +198,7 @@ async fn a_fast_tier_wins_its_own_race() {
         "[[tier]]\nname = \"primary\"\nplugin = \"builtin:rules\"\n[tier.hedge]\nafter_ms = 0.001\n{}",
         chaos_tier("hang", "sleep", "deadline_ms = 60000")
     );
-    let (memory, _clock) = memory();
-    let cascade = load(&format!("[cascade]\nbudget_ms = 120000\n{toml}"), &memory).await;
+    let cascade = load_alone(&format!("[cascade]\nbudget_ms = 120000\n{toml}")).await;
     let a = cascade.predict(&request("fast")).await;
     assert_eq!(a.served_by.tier, "primary");
     assert!(!a.degraded);
@@ -214,8 +212,7 @@ const CACHED: &str = "[cache]\nttl_s = 60\n";
 
 #[tokio::test]
 async fn identical_requests_hit_the_cache_in_any_feature_order() {
-    let (memory, _clock) = memory();
-    let cascade = load(&format!("{CACHED}{RULES_TIER}"), &memory).await;
+    let cascade = load_alone(&format!("{CACHED}{RULES_TIER}")).await;
     let first = cascade.predict(&request("first")).await;
     assert_eq!(first.cache, Some(CacheStatus::Miss));
     assert!(!first.trail.is_empty());
@@ -271,17 +268,15 @@ async fn a_hot_swap_of_any_tier_makes_the_next_identical_request_a_miss() {
 
 #[tokio::test]
 async fn degraded_answers_are_cached_only_when_asked() {
-    let (memory, _clock) = memory();
     let toml = format!("{CACHED}{}{RULES_TIER}", chaos_tier("primary", "trap", ""));
-    let cascade = load(&toml, &memory).await;
+    let cascade = load_alone(&toml).await;
     cascade.predict(&request("a")).await;
     let again = cascade.predict(&request("b")).await;
     assert_eq!(again.cache, Some(CacheStatus::Miss));
     assert_eq!(kinds(&again), vec!["trap"]);
 
-    let (memory, _clock) = self::memory();
     let toml = toml.replace("ttl_s = 60", "ttl_s = 60\ncache_degraded = true");
-    let cascade = load(&toml, &memory).await;
+    let cascade = load_alone(&toml).await;
     cascade.predict(&request("a")).await;
     let again = cascade.predict(&request("b")).await;
     assert_eq!(again.cache, Some(CacheStatus::Hit));

@@ -1,8 +1,9 @@
 //! Reference tiers compiled into the binary, addressable as `builtin:<name>` plugins: `rules`,
-//! `linear`, `constant`, `chaos`, `trees`, `ruleset` and `onnx`. They are built from `plugins/` by the build script.
+//! `linear`, `constant`, `chaos`, `trees`, `ruleset` and `onnx` ([`names`]). They are built
+//! from `plugins/` by the build script. Guests that exist only for the tests (a component of
+//! another world, one that forges its description) are built beside them but not embedded.
 
-#[doc(hidden)]
-pub mod guests {
+mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,9 +51,50 @@ struct EngineInner {
     compat_hash: String,
     cache_dir: Option<PathBuf>,
     compiled: Mutex<HashMap<String, Component>>,
+    /// Where each component [`TierEngine::compile`] handed out came from.
+    stats: StatCounters,
     /// The executable that compiles plugins in a child process under CPU and memory limits
     /// (see [`compiler_exe`]); `None`: compile in this process.
     compiler: Option<PathBuf>,
+}
+
+/// Where the components an engine handed out came from, counted since it was built (see
+/// [`TierEngine::compile_stats`]). Each component [`TierEngine::compile`] returns counts once, in
+/// `memory_hits`, `disk_hits` or `compiled`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CompileStats {
+    /// Returned from the engine's in-memory cache (compiled or read earlier by this engine).
+    pub memory_hits: u64,
+    /// Deserialized from an artifact in `engine.cache_dir` (no compilation).
+    pub disk_hits: u64,
+    /// Compiled from the wasm (in the compiler child process or in process).
+    pub compiled: u64,
+    /// Artifacts found in `engine.cache_dir` that could not be deserialized (stale, truncated,
+    /// for another engine) and were deleted; the component was compiled instead.
+    pub disk_discarded: u64,
+}
+
+#[derive(Default)]
+struct StatCounters {
+    memory_hits: AtomicU64,
+    disk_hits: AtomicU64,
+    compiled: AtomicU64,
+    disk_discarded: AtomicU64,
+}
+
+impl StatCounters {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> CompileStats {
+        CompileStats {
+            memory_hits: self.memory_hits.load(Ordering::Relaxed),
+            disk_hits: self.disk_hits.load(Ordering::Relaxed),
+            compiled: self.compiled.load(Ordering::Relaxed),
+            disk_discarded: self.disk_discarded.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Environment variable naming the `tierhost` executable that compiles plugins in a child
@@ -141,6 +183,7 @@ impl TierEngine {
                 compat_hash,
                 cache_dir,
                 compiled: Mutex::new(HashMap::new()),
+                stats: StatCounters::default(),
                 compiler: compiler_exe(),
             }),
         })
@@ -167,6 +210,13 @@ impl TierEngine {
         (deadline.as_micros() as u64).div_ceil(tick).max(1)
     }
 
+    /// Where the components this engine handed out came from: memory cache, disk cache or
+    /// compiled (and how many disk artifacts were unusable). Tells a cache that works from one
+    /// that silently recompiles.
+    pub fn compile_stats(&self) -> CompileStats {
+        self.inner.stats.snapshot()
+    }
+
     /// Compiles a component, or returns it from the in-memory or disk cache. Keyed by the
     /// wasm's sha256 and the engine's compatibility hash.
     pub fn compile(&self, wasm: &[u8], sha256: &str) -> Result<Component, LoadError> {
@@ -185,6 +235,7 @@ impl TierEngine {
             .ok()
             .and_then(|m| m.get(&key).cloned())
         {
+            StatCounters::count(&self.inner.stats.memory_hits);
             return Ok(c);
         }
         let started = Instant::now();
@@ -193,7 +244,10 @@ impl TierEngine {
             None => None,
         };
         let component = match cached {
-            Some(c) => c,
+            Some(c) => {
+                StatCounters::count(&self.inner.stats.disk_hits);
+                c
+            }
             None => {
                 let c = match &self.inner.compiler {
                     Some(exe) => self.compile_in_child(exe, wasm, &key)?,
@@ -203,6 +257,7 @@ impl TierEngine {
                 if let Some(dir) = &self.inner.cache_dir {
                     self.store_cached(dir, &key, &c)?;
                 }
+                StatCounters::count(&self.inner.stats.compiled);
                 tracing::info!(
                     sha256,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -334,6 +389,7 @@ impl TierEngine {
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "discarding unusable cached component");
                 let _ = std::fs::remove_file(&path);
+                StatCounters::count(&self.inner.stats.disk_discarded);
                 Ok(None)
             }
         }
@@ -371,7 +427,7 @@ impl Drop for RemoveOnDrop {
 /// The body of `tierhost compile-component`: limits this process to the engine's compile CPU
 /// time and memory, compiles `input` with an engine built from `engine` (the parent's
 /// settings, so the artifact is compatible) and writes the artifact to `output`. Returns the
-/// process exit code: 0 on success, [`COMPILE_EXIT_INVALID`] for an invalid component, 2 for
+/// process exit code: 0 on success, 3 (`COMPILE_EXIT_INVALID`) for an invalid component, 2 for
 /// anything else.
 pub fn compile_component_main(engine: &str, input: &Path, output: &Path) -> i32 {
     let limits: EngineConfig = match serde_json::from_str(engine) {

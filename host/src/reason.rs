@@ -89,6 +89,28 @@ pub enum FallbackReason {
 }
 
 impl FallbackReason {
+    /// Every reason's [`kind`](Self::kind), in declaration order: the closed set dashboards,
+    /// alerts, the OpenAPI document and the coverage test in `tests/reasons.rs` key on. Kept
+    /// true by a unit test that builds every variant (its `match` has no wildcard, so a new
+    /// variant does not compile until it is listed there and here).
+    pub const KINDS: &'static [&'static str] = &[
+        "out-of-fuel",
+        "memory-limit",
+        "deadline",
+        "stack-overflow",
+        "trap",
+        "tier-error",
+        "invalid-output",
+        "abstained",
+        "low-confidence",
+        "load-failed",
+        "budget-exhausted",
+        "out-of-distribution",
+        "shed",
+        "breaker-open",
+        "hedged",
+    ];
+
     /// Stable, kebab-case name of the reason, used in logs, metrics and the audit file.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -154,6 +176,74 @@ impl std::fmt::Display for FallbackReason {
             Self::Shed { detail } => write!(f, "shed: {detail}"),
             Self::BreakerOpen { detail } => write!(f, "circuit breaker open: {detail}"),
             Self::Hedged { detail } => write!(f, "cancelled by a hedged call: {detail}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FallbackReason;
+
+    /// One value of every variant. The `match` has no wildcard arm: adding a variant fails to
+    /// compile until it is added here, and then the test below fails until it is in `KINDS`.
+    fn one_of_each() -> Vec<FallbackReason> {
+        let text = || String::from("x");
+        let all = vec![
+            FallbackReason::OutOfFuel { limit: 1 },
+            FallbackReason::MemoryLimit {
+                requested: 2,
+                limit: 1,
+            },
+            FallbackReason::Deadline { deadline_us: 1 },
+            FallbackReason::StackOverflow,
+            FallbackReason::Trap { message: text() },
+            FallbackReason::TierError {
+                error: text(),
+                message: text(),
+            },
+            FallbackReason::InvalidOutput { detail: text() },
+            FallbackReason::Abstained { reason: text() },
+            FallbackReason::LowConfidence {
+                confidence: 0.1,
+                min_confidence: 0.5,
+            },
+            FallbackReason::LoadFailed { detail: text() },
+            FallbackReason::BudgetExhausted,
+            FallbackReason::OutOfDistribution { detail: text() },
+            FallbackReason::Shed { detail: text() },
+            FallbackReason::BreakerOpen { detail: text() },
+            FallbackReason::Hedged { detail: text() },
+        ];
+        for reason in &all {
+            match reason {
+                FallbackReason::OutOfFuel { .. }
+                | FallbackReason::MemoryLimit { .. }
+                | FallbackReason::Deadline { .. }
+                | FallbackReason::StackOverflow
+                | FallbackReason::Trap { .. }
+                | FallbackReason::TierError { .. }
+                | FallbackReason::InvalidOutput { .. }
+                | FallbackReason::Abstained { .. }
+                | FallbackReason::LowConfidence { .. }
+                | FallbackReason::LoadFailed { .. }
+                | FallbackReason::BudgetExhausted
+                | FallbackReason::OutOfDistribution { .. }
+                | FallbackReason::Shed { .. }
+                | FallbackReason::BreakerOpen { .. }
+                | FallbackReason::Hedged { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn kinds_lists_every_variant_once_in_declaration_order() {
+        let kinds: Vec<&str> = one_of_each().iter().map(FallbackReason::kind).collect();
+        assert_eq!(kinds, FallbackReason::KINDS);
+        // The serialized tag is the kind too (the trail and the audit file show it).
+        for reason in one_of_each() {
+            let json = serde_json::to_value(&reason).unwrap();
+            assert_eq!(json["kind"], reason.kind());
         }
     }
 }

@@ -24,14 +24,18 @@ name = "b"
 plugin = "builtin:rules"
 "#;
 
+/// Fields `ALL_SECTIONS` has to set (a hedge needs a delay), so their defaults cannot show.
+const SET_BY_THIS_TEST: &[(&str, &str)] = &[("[tier.hedge]", "after_ms")];
+
 /// README section heading (its first backticked word) -> the section's defaults, as JSON.
 fn actual_defaults() -> BTreeMap<&'static str, Value> {
     let config = Config::parse(ALL_SECTIONS, Path::new("t.toml"), Path::new(".")).unwrap();
     let json = |v: &dyn erased::Json| v.json();
+    // Tier "a" has every sub-table; tier "b" none, so its entry shows the tier's defaults.
     let tier = &config.tiers[0];
     BTreeMap::from([
         ("[cascade]", json(&config.cascade)),
-        ("[[tier]]", json(tier)),
+        ("[[tier]]", json(&config.tiers[1])),
         ("[tier.ood]", json(tier.ood.as_ref().unwrap())),
         ("[tier.chaos]", json(tier.chaos.as_ref().unwrap())),
         ("[tier.breaker]", json(tier.breaker.as_ref().unwrap())),
@@ -133,6 +137,9 @@ fn every_default_in_the_readme_is_the_one_the_code_applies() {
                 let Some(expected) = stated(default_cell) else {
                     continue;
                 };
+                if SET_BY_THIS_TEST.contains(&(section.as_str(), field)) {
+                    continue;
+                }
                 let got = defaults.get(field).cloned().unwrap_or(Value::Null);
                 checked += 1;
                 if !same(&expected, &got) {

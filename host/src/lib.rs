@@ -79,7 +79,7 @@ pub use config::{
     Config, HedgeConfig, InstanceMode, OodConfig, OodMethod, ParamValue, PluginSource,
     SafeDefaultConfig, ServerConfig, TierConfig, TierConfigBuilder,
 };
-pub use engine::{CompileStats, TierEngine, compile_component_main};
+pub use engine::{COMPILER_ENV, CompileStats, TierEngine, compile_component_main};
 pub use error::{
     ConfigError, EngineError, LoadError, RequestError, SampleFailure, ServiceError, TierActionError,
 };

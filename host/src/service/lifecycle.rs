@@ -29,10 +29,14 @@ impl CascadeService {
     /// Starts the background work: SIGHUP reloads, the alert clock, and (with `[server]
     /// watch`, the default) reloads on file changes. Must run inside a tokio runtime.
     pub fn run_background(self: &Arc<Self>) -> Result<Background, ServiceError> {
-        let tasks = vec![
-            tokio::spawn(alert_loop(self.clone())),
-            tokio::spawn(sighup_loop(self.clone())),
-        ];
+        let mut tasks = vec![tokio::spawn(alert_loop(self.clone()))];
+        // Registered before returning, so a SIGHUP sent once this returns reloads instead of
+        // taking the default action (terminating the process).
+        #[cfg(unix)]
+        {
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tasks.push(tokio::spawn(sighup_loop(self.clone(), hup)));
+        }
         #[cfg(feature = "watch")]
         let _watcher = if self.current().config.server.watch {
             Some(watch::watch_files(self.clone()).map_err(|e| ServiceError::Watch(e.to_string()))?)
@@ -73,19 +77,11 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
 }
 
-async fn sighup_loop(service: Arc<CascadeService>) {
-    #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            service.reload("sighup").await;
-        }
+#[cfg(unix)]
+async fn sighup_loop(service: Arc<CascadeService>, mut hup: tokio::signal::unix::Signal) {
+    while hup.recv().await.is_some() {
+        service.reload("sighup").await;
     }
-    #[cfg(not(unix))]
-    let _ = service;
 }
 
 async fn alert_loop(service: Arc<CascadeService>) {

@@ -2,7 +2,13 @@
 //!
 //! - the rules tier as a native Rust function (the very same `logic.rs` source the guest is
 //!   built from) vs through the sandbox with a fresh instance per call vs a reused instance;
-//! - a 4-tier cascade whose primary answers vs one whose primary traps on every call.
+//! - a 4-tier cascade whose primary answers vs one whose primary traps on every call;
+//! - the wasmtime floor (`floor.rs`): the same component called through wasmtime directly with
+//!   the least setup a call needs, fresh and reused, so tierhost's own per-call cost shows;
+//! - a hot swap whose compiled artifact is already in the disk cache (`[engine] cache_dir`):
+//!   `CascadeService::reload_with` between two versions of the rules tier, timed end to end;
+//! - the host's work per request outside tier calls (lowering, policies, acceptance, trail,
+//!   answer): a request's time minus the time of its tier calls as the trail records them.
 //!
 //! Run: `cargo bench --bench sandbox` (add `-- --smoke` for a quick check that it works).
 use std::hint::black_box;
@@ -20,9 +26,12 @@ use rules_logic::{RuleParams, Transaction};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod floor;
 mod machine;
+#[cfg(feature = "native-onnx")]
+mod onnx_native;
 
-use common::config;
+use common::{config, variant_of};
 
 #[path = "../plugins/trees/src/logic.rs"]
 #[allow(dead_code)]
@@ -120,6 +129,104 @@ fn four_tiers(primary_mode: &str) -> String {
     )
 }
 
+/// The phishing small model: native tract vs the `builtin:onnx` tier (warm instance, via the
+/// cascade, as the phishing cascade runs it).
+#[cfg(feature = "native-onnx")]
+fn onnx_rows(
+    measure: &dyn Fn(String, &Request, usize) -> Stats,
+    request: &Request,
+    warmup: usize,
+    iterations: usize,
+) -> Vec<(&'static str, Stats, f64)> {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/phishing/models/small_model.onnx");
+    let native = onnx_native::NativeOnnx::load(&model).expect("small_model.onnx loads natively");
+    assert!(
+        native.predict(request).is_some(),
+        "the bench row has every input feature"
+    );
+    let native_stats = time_sync(warmup, iterations, || native.predict(black_box(request)));
+    let tier = measure(
+        format!(
+            "[[tier]]\nname = \"small-model\"\nplugin = \"builtin:onnx\"\nmodel = \"{}\"\ninstances = \"reuse\"\nwarm_instances = 1\n[tier.limits]\nfuel = 20_000_000\n[tier.params]\nfeatures = \"{}\"\n",
+            model.display(),
+            onnx_native::FEATURES.join(",")
+        ),
+        request,
+        iterations,
+    );
+    let ratio = tier.p50.as_nanos() as f64 / native_stats.p50.as_nanos().max(1) as f64;
+    vec![
+        (
+            "phishing small model (ONNX via tract), native (same tract)",
+            native_stats,
+            1.0,
+        ),
+        (
+            "phishing small model, builtin:onnx tier, reused instance, via cascade",
+            tier,
+            ratio,
+        ),
+    ]
+}
+
+#[cfg(not(feature = "native-onnx"))]
+fn onnx_rows(
+    _measure: &dyn Fn(String, &Request, usize) -> Stats,
+    _request: &Request,
+    _warmup: usize,
+    _iterations: usize,
+) -> Vec<(&'static str, Stats, f64)> {
+    Vec::new()
+}
+
+/// Times hot swaps between two versions of the rules tier whose compiled artifacts are in the
+/// disk cache (each swap evicts the other version from memory, so it is read from disk).
+fn hot_swaps(runtime: &tokio::runtime::Runtime, swaps: usize) -> Stats {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = tierhost::builtin::get("rules").expect("builtin rules");
+    for tag in ["a", "b"] {
+        std::fs::write(
+            dir.path().join(format!("{tag}.wasm")),
+            variant_of(rules, tag),
+        )
+        .expect("write plugin");
+    }
+    let version = |tag: &str| {
+        let text = format!(
+            "[engine]\ncache_dir = \"cache\"\n[[tier]]\nname = \"rules\"\nplugin = \"{tag}.wasm\"\n"
+        );
+        tierhost::Config::parse(&text, &dir.path().join("cascade.toml"), dir.path())
+            .expect("swap config")
+    };
+    runtime.block_on(async {
+        let service = tierhost::CascadeService::new(version("a"))
+            .await
+            .expect("service");
+        // Compile b once (into the disk cache), then swap back and forth.
+        let first = service.reload_with(version("b"), "bench").await;
+        assert_eq!(first.outcome, tierhost::ReloadOutcome::Applied, "{first:?}");
+        let mut samples = Vec::with_capacity(swaps);
+        for i in 0..swaps {
+            let next = version(if i % 2 == 0 { "a" } else { "b" });
+            let t = Instant::now();
+            let report = service.reload_with(next, "bench").await;
+            samples.push(t.elapsed());
+            assert_eq!(
+                report.outcome,
+                tierhost::ReloadOutcome::Applied,
+                "{report:?}"
+            );
+        }
+        let stats_now = service.current().cascade.engine().compile_stats();
+        assert!(
+            stats_now.disk_hits >= swaps as u64,
+            "swaps must read the disk cache: {stats_now:?}"
+        );
+        stats(samples)
+    })
+}
+
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let (warmup, iterations) = if smoke { (50, 200) } else { (5_000, 50_000) };
@@ -137,22 +244,31 @@ fn main() {
     });
 
     // The whole timed loop runs inside one `block_on`, as a server's task would.
-    let measure_request = |toml: String, request: &Request, iterations: usize| -> Stats {
+    // Each request's wall time, and that time minus its tier calls (the host's own work).
+    let measure_both = |toml: String, request: &Request, iterations: usize| -> (Stats, Stats) {
         runtime.block_on(async {
             let cascade = Cascade::with_engine(engine.clone(), &config(&toml))
                 .await
                 .expect("loads");
             assert!(cascade.load_errors().is_empty());
             let mut samples = Vec::with_capacity(iterations);
+            let mut host_work = Vec::with_capacity(iterations);
             for i in 0..warmup + iterations {
                 let t = Instant::now();
-                black_box(cascade.predict(black_box(request)).await);
+                let answer = cascade.predict(black_box(request)).await;
+                let elapsed = t.elapsed();
                 if i >= warmup {
-                    samples.push(t.elapsed());
+                    let calls: u64 = answer.trail.iter().map(|e| e.elapsed_us).sum();
+                    samples.push(elapsed);
+                    host_work.push(elapsed.saturating_sub(Duration::from_micros(calls)));
                 }
+                black_box(answer);
             }
-            stats(samples)
+            (stats(samples), stats(host_work))
         })
+    };
+    let measure_request = |toml: String, request: &Request, iterations: usize| {
+        measure_both(toml, request, iterations).0
     };
     let measure = |toml: String, iterations: usize| measure_request(toml, &req, iterations);
     // The phishing primary (100 trees, 9 features): native vs sandbox with a warm instance.
@@ -173,10 +289,31 @@ fn main() {
         iterations,
     );
 
+    let onnx = onnx_rows(&measure_request, &tree_req, warmup, iterations);
+
     let fresh = measure(RULES_FRESH.into(), iterations);
-    let reused = measure(RULES_REUSE.into(), iterations);
+    let (reused, host_work) = measure_both(RULES_REUSE.into(), &req, iterations);
+    // The floor: the same rules component, called through wasmtime directly.
+    let floor = floor::Floor::new(tierhost::builtin::get("rules").expect("builtin rules"))
+        .expect("floor engine");
+    let lowered = floor::lower(&req);
+    let (floor_fresh, floor_reused) = runtime.block_on(async {
+        let fresh = floor::time_async(warmup, iterations, || floor.call_fresh(&lowered)).await;
+        let mut warm = floor.warm().await;
+        let mut reused = Vec::with_capacity(iterations);
+        for i in 0..warmup + iterations {
+            let t = Instant::now();
+            black_box(floor::call_warm(&mut warm, &lowered).await);
+            if i >= warmup {
+                reused.push(t.elapsed());
+            }
+        }
+        (stats(fresh), stats(reused))
+    });
     let cascade_ok = measure(four_tiers("ok"), iterations / 2);
     let cascade_fault = measure(four_tiers("trap"), iterations / 2);
+
+    let swaps = hot_swaps(&runtime, if smoke { 4 } else { 50 });
 
     println!(
         "tierhost sandbox benchmark ({iterations} iterations each after {warmup} warm-up; {})\n",
@@ -189,6 +326,11 @@ fn main() {
         ("rules, native Rust function (same source)", &native),
         ("rules tier, sandbox, fresh instance per call", &fresh),
         ("rules tier, sandbox, reused instance", &reused),
+        (
+            "rules, wasmtime floor, fresh instance per call",
+            &floor_fresh,
+        ),
+        ("rules, wasmtime floor, reused instance", &floor_reused),
         ("4-tier cascade, primary answers", &cascade_ok),
         (
             "4-tier cascade, primary traps -> 3 tiers tried",
@@ -201,6 +343,19 @@ fn main() {
             us(s.p99),
             us(s.mean),
             ratio(s)
+        );
+    }
+    for (name, s, r) in &onnx {
+        println!(
+            "| {name} | {} | {} | {} | {r:.1}x vs native ONNX |",
+            us(s.p50),
+            us(s.p99),
+            us(s.mean)
+        );
+    }
+    if onnx.is_empty() {
+        println!(
+            "| phishing small model (ONNX), native vs builtin:onnx | - | - | - | run with `--features native-onnx` |"
         );
     }
     let tree_ratio =
@@ -228,6 +383,26 @@ fn main() {
     println!(
         "fresh / reused p50: {:.2}x",
         fresh.p50.as_nanos() as f64 / reused.p50.as_nanos().max(1) as f64
+    );
+    let vs = |a: &Stats, b: &Stats| a.p50.as_nanos() as f64 / b.p50.as_nanos().max(1) as f64;
+    println!(
+        "tierhost fresh / floor fresh p50: {:.2}x (target <= 1.3x)",
+        vs(&fresh, &floor_fresh)
+    );
+    println!(
+        "tierhost reused / floor reused p50: {:.2}x (target <= 1.5x)",
+        vs(&reused, &floor_reused)
+    );
+    println!(
+        "host work per request outside tier calls (1-tier cascade, reused): p50 {} us, p99 {} us (target p50 <= 2 us)",
+        us(host_work.p50),
+        us(host_work.p99)
+    );
+    println!(
+        "hot swap of a tier from the disk cache (reload_with, load + describe + swap): p50 {:.2} ms, p99 {:.2} ms over {} swaps (target <= 50 ms)",
+        swaps.p50.as_secs_f64() * 1e3,
+        swaps.p99.as_secs_f64() * 1e3,
+        if smoke { 4 } else { 50 }
     );
     println!(
         "cascade with faulting primary / healthy p50: {:.2}x",

@@ -47,27 +47,37 @@ impl wit_host::Host for Plain {
     }
 }
 
-fn plain_store(engine: &Engine) -> Store<Plain> {
-    Store::new(
+fn plain_store(engine: &Engine, limits: bool) -> Store<Plain> {
+    let mut store = Store::new(
         engine,
         Plain {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
         },
-    )
+    );
+    if limits {
+        // What enforcing fuel and a deadline needs at the least: fuel to burn and an epoch
+        // deadline far away (no callback).
+        store.set_fuel(u64::MAX / 2).expect("fuel is enabled");
+        store.set_epoch_deadline(u64::MAX / 2);
+    }
+    store
 }
 
 /// A component ready to call at the floor.
 pub struct Floor {
     engine: Engine,
     pre: TierPre<Plain>,
+    limits: bool,
 }
 
 const MIB: usize = 1024 * 1024;
 
 impl Floor {
-    /// Compiles `wasm` on a floor engine and pre-instantiates it.
-    pub fn new(wasm: &[u8]) -> wasmtime::Result<Self> {
+    /// Compiles `wasm` on a floor engine and pre-instantiates it. With `limits`, the engine
+    /// also instruments for fuel and epoch interruption (what tierhost's limits need), so the
+    /// cost of the limits themselves can be told apart from the cost of tierhost's code.
+    pub fn new(wasm: &[u8], limits: bool) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(16)
             .total_core_instances(16 * 16)
@@ -85,6 +95,8 @@ impl Floor {
         config
             .wasm_component_model(true)
             .wasm_backtrace_max_frames(None)
+            .consume_fuel(limits)
+            .epoch_interruption(limits)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let component = Component::new(&engine, wasm)?;
@@ -92,12 +104,16 @@ impl Floor {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Tier::add_to_linker::<Plain, HasSelf<Plain>>(&mut linker, |s| s)?;
         let pre = TierPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Self { engine, pre })
+        Ok(Self {
+            engine,
+            pre,
+            limits,
+        })
     }
 
     /// One call on a fresh store and instance; returns the answer's label.
     pub async fn call_fresh(&self, request: &wit::Request) -> String {
-        let mut store = plain_store(&self.engine);
+        let mut store = plain_store(&self.engine, self.limits);
         let instance = self
             .pre
             .instantiate_async(&mut store)
@@ -108,7 +124,7 @@ impl Floor {
 
     /// A store and instance to call repeatedly.
     pub async fn warm(&self) -> (Store<Plain>, Tier) {
-        let mut store = plain_store(&self.engine);
+        let mut store = plain_store(&self.engine, self.limits);
         let instance = self
             .pre
             .instantiate_async(&mut store)

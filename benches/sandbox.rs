@@ -10,7 +10,8 @@
 //! - the host's work per request outside tier calls (lowering, policies, acceptance, trail,
 //!   answer): a request's time minus the time of its tier calls as the trail records them.
 //!
-//! Run: `cargo bench --bench sandbox` (add `-- --smoke` for a quick check that it works).
+//! Run: `cargo bench --bench sandbox` (add `-- --smoke` for a quick check that it works;
+//! `-- --profile fresh|reused|trap` loops one path for 20 s, for `perf record`).
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ mod floor;
 mod machine;
 #[cfg(feature = "native-onnx")]
 mod onnx_native;
+mod support;
 
 use common::{config, variant_of};
 
@@ -228,7 +230,7 @@ fn hot_swaps(runtime: &tokio::runtime::Runtime, swaps: usize) -> Stats {
 }
 
 fn main() {
-    let smoke = std::env::args().any(|a| a == "--smoke");
+    let smoke = support::flag("--smoke");
     let (warmup, iterations) = if smoke { (50, 200) } else { (5_000, 50_000) };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -236,6 +238,29 @@ fn main() {
         .expect("runtime");
     let engine = TierEngine::new(&EngineConfig::default(), Path::new(".")).expect("engine");
     let req = request();
+    if let Some(path) = support::arg::<String>("--profile") {
+        let toml = match path.as_str() {
+            "fresh" => RULES_FRESH.to_string(),
+            "reused" => RULES_REUSE.to_string(),
+            "trap" => four_tiers("trap"),
+            other => panic!("--profile {other}: expected fresh, reused or trap"),
+        };
+        runtime.block_on(async {
+            let cascade = Cascade::with_engine(engine.clone(), &config(&toml))
+                .await
+                .expect("loads");
+            let until = Instant::now() + Duration::from_secs(20);
+            let mut calls = 0u64;
+            while Instant::now() < until {
+                for _ in 0..1000 {
+                    black_box(cascade.predict(black_box(&req)).await);
+                }
+                calls += 1000;
+            }
+            println!("{calls} requests on the {path} path");
+        });
+        return;
+    }
 
     // Native baseline.
     let params = RuleParams::default();
@@ -294,22 +319,27 @@ fn main() {
     let fresh = measure(RULES_FRESH.into(), iterations);
     let (reused, host_work) = measure_both(RULES_REUSE.into(), &req, iterations);
     // The floor: the same rules component, called through wasmtime directly.
-    let floor = floor::Floor::new(tierhost::builtin::get("rules").expect("builtin rules"))
-        .expect("floor engine");
+    let rules_wasm = tierhost::builtin::get("rules").expect("builtin rules");
     let lowered = floor::lower(&req);
-    let (floor_fresh, floor_reused) = runtime.block_on(async {
-        let fresh = floor::time_async(warmup, iterations, || floor.call_fresh(&lowered)).await;
-        let mut warm = floor.warm().await;
-        let mut reused = Vec::with_capacity(iterations);
-        for i in 0..warmup + iterations {
-            let t = Instant::now();
-            black_box(floor::call_warm(&mut warm, &lowered).await);
-            if i >= warmup {
-                reused.push(t.elapsed());
+    let measure_floor = |floor: floor::Floor| {
+        runtime.block_on(async {
+            let fresh = floor::time_async(warmup, iterations, || floor.call_fresh(&lowered)).await;
+            let mut warm = floor.warm().await;
+            let mut reused = Vec::with_capacity(iterations);
+            for i in 0..warmup + iterations {
+                let t = Instant::now();
+                black_box(floor::call_warm(&mut warm, &lowered).await);
+                if i >= warmup {
+                    reused.push(t.elapsed());
+                }
             }
-        }
-        (stats(fresh), stats(reused))
-    });
+            (stats(fresh), stats(reused))
+        })
+    };
+    let (floor_fresh, floor_reused) =
+        measure_floor(floor::Floor::new(rules_wasm, false).expect("floor engine"));
+    let (limits_fresh, limits_reused) =
+        measure_floor(floor::Floor::new(rules_wasm, true).expect("floor engine"));
     let cascade_ok = measure(four_tiers("ok"), iterations / 2);
     let cascade_fault = measure(four_tiers("trap"), iterations / 2);
 
@@ -331,6 +361,14 @@ fn main() {
             &floor_fresh,
         ),
         ("rules, wasmtime floor, reused instance", &floor_reused),
+        (
+            "rules, wasmtime floor + fuel + epoch, fresh instance",
+            &limits_fresh,
+        ),
+        (
+            "rules, wasmtime floor + fuel + epoch, reused instance",
+            &limits_reused,
+        ),
         ("4-tier cascade, primary answers", &cascade_ok),
         (
             "4-tier cascade, primary traps -> 3 tiers tried",
@@ -392,6 +430,11 @@ fn main() {
     println!(
         "tierhost reused / floor reused p50: {:.2}x (target <= 1.5x)",
         vs(&reused, &floor_reused)
+    );
+    println!(
+        "tierhost fresh / (floor + fuel + epoch) fresh p50: {:.2}x; reused: {:.2}x (the limits' own cost taken out)",
+        vs(&fresh, &limits_fresh),
+        vs(&reused, &limits_reused)
     );
     println!(
         "host work per request outside tier calls (1-tier cascade, reused): p50 {} us, p99 {} us (target p50 <= 2 us)",

@@ -3,8 +3,15 @@
 #
 #   benches/baseline/run.sh PORT [WORKERS]
 #
-# WORKERS defaults to $WORKERS or 2 (one per core of the benchmark machine). Environment:
-#   BASELINE_FAULT_RATE  share of request ids on which the primary tier crashes (default 0.2)
+# WORKERS defaults to $WORKERS or 2. Environment (see app.py and tiers.py):
+#   BASELINE_ISOLATION   thread (default: tiers in-process, each call on a thread pool with a
+#                        timeout) | process (each tier in supervised, restartable processes)
+#   BASELINE_FAULT       exception (default) | hang | spin | memory-bomb: what the primary does
+#   BASELINE_FAULT_RATE  share of request ids on which the primary faults (default 0.2)
+#   BASELINE_MEMORY_MB   address-space limit of every process (ulimit -v), default 1024, so a
+#                        memory bomb ends in a MemoryError (or a dead worker, which uvicorn
+#                        restarts) instead of taking the machine down; 0 for none
+#   BASELINE_EVENTS      file where workers log their starts and tier-process restarts
 #   BASELINE_LOG_LEVEL   level of the fallback log (default ERROR: per-fallback warnings off)
 set -euo pipefail
 
@@ -17,6 +24,16 @@ port="$1"
 workers="${2:-${WORKERS:-2}}"
 
 python="$("$here/setup.sh" | tail -n 1)"
+
+memory_mb="${BASELINE_MEMORY_MB:-1024}"
+if [[ "$memory_mb" != 0 ]]; then
+    ulimit -v $((memory_mb * 1024))
+fi
+# glibc reserves 64 MiB of address space per malloc arena (up to 8 per core); with threads
+# that alone would hit the address-space limit, so keep two.
+export MALLOC_ARENA_MAX=2
+# The forkserver of BASELINE_ISOLATION=process imports tiers.py from here.
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 
 exec "$python" -m uvicorn app:app \
     --app-dir "$here" \

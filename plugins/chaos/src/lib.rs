@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `ok` | answers `label`/`score`/`confidence` params | served (or low confidence) |
 //! | `count` | answers with the number of calls this instance has seen | state isolation |
-//! | `flaky` | traps for a `fault_rate` share of request ids (FNV-1a of the id), else `ok` | fault mix |
+//! | `flaky` | faults for a `fault_rate` share of request ids (FNV-1a of the id), else `ok`; the faulting calls do `fault`: `trap` (default), `sleep` (`seconds`, then answer), `spin` (`iterations`, then answer) or `memory-bomb` | fault mix |
 //! | `mixed` | by FNV-1a of the id: 5% trap, 5% infinite loop, 5% hang (sleep), 5% memory bomb, else `ok` | every fault kind, for soaks |
 //! | `infinite-loop` | `loop {}` | out of fuel (or deadline) |
 //! | `burn` | spins `iterations` times, then answers | fuel boundary |
@@ -64,6 +64,43 @@ fn recurse(depth: u64) -> u64 {
     black_box(recurse(black_box(depth + 1))) + 1
 }
 
+/// FNV-1a 64 of the request id: which requests fault in `flaky` and `mixed` (the load bench's
+/// baselines use the same rule, so they fault on the same requests).
+fn id_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Executes `unreachable`.
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+/// Spins `n` times (a hung computation when `n` is huge).
+#[inline(always)]
+fn spin(n: u64) -> u64 {
+    let mut acc: u64 = 0;
+    for i in 0..n {
+        acc = black_box(acc.wrapping_add(i));
+    }
+    acc
+}
+
+/// Allocates 1 MiB blocks until allocation fails.
+fn memory_bomb() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Reserve without filling: memory grows as fast as the allocator can ask.
+        let mut block = Vec::<u8>::with_capacity(1 << 20);
+        block.push(1);
+        hoard.push(black_box(block));
+    }
+}
+
 impl Guest for Chaos {
     fn describe() -> Description {
         Description {
@@ -85,14 +122,26 @@ impl Guest for Chaos {
                 // Deterministic per request id, so a load test and its baseline fault on the
                 // same requests: FNV-1a 64 of the id, modulo 10000, below fault_rate * 10000.
                 let rate = params.number_or("fault_rate", 0.2)?;
-                let hash = req.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-                });
-                if ((hash % 10_000) as f64) < rate * 10_000.0 {
-                    #[cfg(target_arch = "wasm32")]
-                    core::arch::wasm32::unreachable();
-                    #[cfg(not(target_arch = "wasm32"))]
-                    std::process::abort();
+                let fault = params.text_or("fault", "trap")?;
+                if !matches!(fault, "trap" | "sleep" | "spin" | "memory-bomb") {
+                    return Err(TierError::BadParams(format!(
+                        "param `fault` must be trap, sleep, spin or memory-bomb, not `{fault}`"
+                    )));
+                }
+                if ((id_hash(&req.id) % 10_000) as f64) < rate * 10_000.0 {
+                    match fault {
+                        "sleep" => {
+                            let secs = params.number_or("seconds", 3600.0)?;
+                            std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+                        }
+                        "spin" => {
+                            let n = params.integer_or("iterations", i64::MAX)?;
+                            black_box(spin(n as u64));
+                        }
+                        "memory-bomb" => memory_bomb(),
+                        _ => trap(),
+                    }
+                    // A sleep or spin that ended within the limits was only slow: it answers.
                 }
                 Ok(answer(
                     &label,
@@ -101,43 +150,26 @@ impl Guest for Chaos {
                     vec!["chaos:flaky-ok".into()],
                 ))
             }
-            "mixed" => {
-                let hash = req.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-                });
-                match hash % 100 {
-                    0..5 => {
-                        #[cfg(target_arch = "wasm32")]
-                        core::arch::wasm32::unreachable();
-                        #[cfg(not(target_arch = "wasm32"))]
-                        std::process::abort();
+            "mixed" => match id_hash(&req.id) % 100 {
+                0..5 => trap(),
+                5..10 => {
+                    let mut i: u64 = 0;
+                    loop {
+                        i = black_box(i.wrapping_add(1));
                     }
-                    5..10 => {
-                        let mut i: u64 = 0;
-                        loop {
-                            i = black_box(i.wrapping_add(1));
-                        }
-                    }
-                    10..15 => {
-                        std::thread::sleep(std::time::Duration::from_secs(3600));
-                        Ok(answer(&label, score, confidence, vec!["slept".into()]))
-                    }
-                    15..20 => {
-                        let mut hoard: Vec<Vec<u8>> = Vec::new();
-                        loop {
-                            let mut block = Vec::<u8>::with_capacity(1 << 20);
-                            block.push(1);
-                            hoard.push(black_box(block));
-                        }
-                    }
-                    _ => Ok(answer(
-                        &label,
-                        score,
-                        confidence,
-                        vec!["chaos:mixed-ok".into()],
-                    )),
                 }
-            }
+                10..15 => {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                    Ok(answer(&label, score, confidence, vec!["slept".into()]))
+                }
+                15..20 => memory_bomb(),
+                _ => Ok(answer(
+                    &label,
+                    score,
+                    confidence,
+                    vec!["chaos:mixed-ok".into()],
+                )),
+            },
             "count" => {
                 let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
                 Ok(answer(
@@ -156,10 +188,7 @@ impl Guest for Chaos {
             "burn" | "spin" => {
                 let default = if mode == "spin" { i64::MAX } else { 1_000 };
                 let n = params.integer_or("iterations", default)?;
-                let mut acc: u64 = 0;
-                for i in 0..n as u64 {
-                    acc = black_box(acc.wrapping_add(i));
-                }
+                let acc = spin(n as u64);
                 Ok(answer(
                     &label,
                     score,
@@ -172,15 +201,7 @@ impl Guest for Chaos {
                 std::thread::sleep(std::time::Duration::from_secs_f64(secs));
                 Ok(answer(&label, score, confidence, vec!["slept".into()]))
             }
-            "memory-bomb" => {
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    // Reserve without filling: memory grows as fast as the allocator can ask.
-                    let mut block = Vec::<u8>::with_capacity(1 << 20);
-                    block.push(1);
-                    hoard.push(black_box(block));
-                }
-            }
+            "memory-bomb" => memory_bomb(),
             "alloc" => {
                 let bytes = params.integer_or("bytes", 1 << 20)? as usize;
                 let block = black_box(vec![7u8; bytes]);
@@ -193,12 +214,7 @@ impl Guest for Chaos {
                 ))
             }
             "panic" => panic!("chaos tier: deliberate panic"),
-            "trap" => {
-                #[cfg(target_arch = "wasm32")]
-                core::arch::wasm32::unreachable();
-                #[cfg(not(target_arch = "wasm32"))]
-                std::process::abort();
-            }
+            "trap" => trap(),
             "recursion" => {
                 let depth = recurse(0);
                 Ok(answer(

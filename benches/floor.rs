@@ -113,13 +113,7 @@ impl Floor {
 
     /// One call on a fresh store and instance; returns the answer's label.
     pub async fn call_fresh(&self, request: &wit::Request) -> String {
-        let mut store = plain_store(&self.engine, self.limits);
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .expect("floor instantiates");
-        label(instance.call_predict(&mut store, request).await)
+        call_warm(&mut self.warm().await, request).await
     }
 
     /// A store and instance to call repeatedly.
@@ -147,7 +141,8 @@ pub async fn call_warm(warm: &mut (Store<Plain>, Tier), request: &wit::Request) 
     label(instance.call_predict(store, request).await)
 }
 
-/// `request` in the floor's own WIT types.
+/// `request` in the floor's own WIT types (the floor has its own bindings, so it cannot use
+/// tierhost's lowering).
 pub fn lower(request: &::tierhost::Request) -> wit::Request {
     use ::tierhost::FeatureValue as F;
     wit::Request {

@@ -27,8 +27,11 @@ impl Drop for Background {
 
 impl CascadeService {
     /// Starts the background work: SIGHUP reloads, the alert clock, and (with `[server]
-    /// watch`, the default) reloads on file changes. Must run inside a tokio runtime.
+    /// watch`, the default) reloads on file changes. A config made in code has no file to
+    /// watch or re-read: no watcher then, and SIGHUP reloads are rejected (use
+    /// [`CascadeService::reload_with`]). Must run inside a tokio runtime.
     pub fn run_background(self: &Arc<Self>) -> Result<Background, ServiceError> {
+        let watch = self.current().config.server.watch && self.config_path().is_file();
         let mut tasks = vec![tokio::spawn(alert_loop(self.clone()))];
         // Registered before returning, so a SIGHUP sent once this returns reloads instead of
         // taking the default action (terminating the process).
@@ -38,13 +41,13 @@ impl CascadeService {
             tasks.push(tokio::spawn(sighup_loop(self.clone(), hup)));
         }
         #[cfg(feature = "watch")]
-        let _watcher = if self.current().config.server.watch {
+        let _watcher = if watch {
             Some(watch::watch_files(self.clone()).map_err(|e| ServiceError::Watch(e.to_string()))?)
         } else {
             None
         };
         #[cfg(not(feature = "watch"))]
-        if self.current().config.server.watch {
+        if watch {
             tracing::warn!(
                 "[server] watch is set but this build has no file watching (cargo feature `watch`); reload with SIGHUP"
             );

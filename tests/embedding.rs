@@ -94,3 +94,17 @@ async fn a_service_reloads_with_a_config_made_in_code() {
     assert_eq!(report.outcome, ReloadOutcome::Rejected);
     assert_eq!(service.current().generation, 2);
 }
+
+#[tokio::test]
+async fn background_work_starts_for_a_config_made_in_code() {
+    // [server] watch is on by default; a config made in code has no file to watch, and the
+    // background work (SIGHUP reloads, the alert clock) still starts.
+    let config = Config::from_tiers(vec![
+        TierConfig::builder("only", PluginSource::Builtin("rules".into())).build(),
+    ])
+    .expect("valid config");
+    assert!(config.server.watch);
+    let service = CascadeService::new(config).await.expect("service starts");
+    let background = service.run_background().expect("background work starts");
+    drop(background);
+}

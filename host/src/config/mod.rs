@@ -279,6 +279,47 @@ mod tests {
     }
 
     #[test]
+    fn closed_sets_and_plugin_sources_are_checked_when_parsed() {
+        let tier = |extra: &str| format!("[[tier]]\nname = \"a\"\n{extra}");
+        let err = parse(&tier(
+            "plugin = \"builtin:rules\"\n[tier.chaos]\nmode = \"explode\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("explode") && err.contains("infinite-loop"),
+            "{err}"
+        );
+        let err = parse(&tier(
+            "plugin = \"builtin:rules\"\n[tier.ood]\nstats = \"s.json\"\nmethod = \"guess\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("guess") && err.contains("zscore"), "{err}");
+        let err = parse(&tier("plugin = \"\"\n")).unwrap_err().to_string();
+        assert!(err.contains("tier[0]).plugin"), "{err}");
+        let err = parse(&tier("plugin = \"builtin:\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("builtin: needs a name"), "{err}");
+        let c = parse(&tier("plugin = \"models/x.wasm\"\n")).unwrap();
+        assert_eq!(
+            c.tiers[0].plugin,
+            PluginSource::File("models/x.wasm".into())
+        );
+        assert_eq!(
+            c.tiers[0].plugin.file(Path::new("/etc/tierhost")),
+            Some(PathBuf::from("/etc/tierhost/models/x.wasm"))
+        );
+        let err = parse(&tier(
+            "plugin = \"builtin:rules\"\n[tier.accept]\nscore_min = 2.0\nscore_max = 1.0\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("accept.score_min"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_file_tier_and_field() {
         let err =
             parse("[[tier]]\nname = \"a\"\nplugin = \"x\"\nmin_confidence = 1.5\n").unwrap_err();

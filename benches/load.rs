@@ -70,7 +70,10 @@ mod rules_logic;
 
 use common::http::{Http, free_port};
 use common::variant_of;
-use loadgen::{HttpClient, OpenLoop, RunStats, Server, closed_loop, open_loop};
+use loadgen::{
+    HttpClient, OpenLoop, RunStats, Server, closed_loop, count, median_range, ms, open_loop,
+    percent, quantile_ms,
+};
 use support::{arg, flag};
 
 /// Open-loop rate when `--rate` is not given: about a quarter of the closed-loop maximum of
@@ -390,6 +393,7 @@ impl NativeCascade {
                         elapsed_us: started.elapsed().as_micros() as u64,
                         cache: None,
                         trail,
+                        escalation: None,
                     };
                 }
                 Err(reason) => {
@@ -417,6 +421,7 @@ impl NativeCascade {
             elapsed_us: started.elapsed().as_micros() as u64,
             cache: None,
             trail,
+            escalation: None,
         }
     }
 }
@@ -687,57 +692,6 @@ fn measure(server: &mut Server, system: System, run: impl FnOnce(&Server) -> Run
             .then(|| server.events("tier-restart") - tiers0),
         died: !server.alive(),
     }
-}
-
-fn median_range(mut values: Vec<f64>, show: impl Fn(f64) -> String) -> String {
-    if values.is_empty() {
-        return "-".into();
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        let (a, b) = (values[n / 2 - 1], values[n / 2]);
-        if a.is_infinite() || b.is_infinite() {
-            b
-        } else {
-            (a + b) / 2.0
-        }
-    };
-    if n == 1 || values[0] == values[n - 1] {
-        show(median)
-    } else {
-        format!(
-            "{} ({}..{})",
-            show(median),
-            show(values[0]),
-            show(values[n - 1])
-        )
-    }
-}
-
-fn ms(x: f64) -> String {
-    if x.is_infinite() {
-        "∞".into()
-    } else if x >= 100.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.2}")
-    }
-}
-
-fn count(x: f64) -> String {
-    format!("{x:.0}")
-}
-
-fn percent(x: f64) -> String {
-    format!("{:.1}%", x * 100.0)
-}
-
-fn quantile_ms(s: &RunStats, q: f64) -> f64 {
-    s.quantile(q)
-        .map_or(f64::INFINITY, |d| d.as_secs_f64() * 1000.0)
 }
 
 fn column(runs: &[Run], f: impl Fn(&Run) -> f64, show: impl Fn(f64) -> String) -> String {

@@ -1,4 +1,5 @@
-//! The load bench's load generator and the servers it measures.
+//! The load generator of the HTTP benches (`load`, `escalation`), the servers they measure,
+//! and how their tables show a figure.
 //!
 //! - [`open_loop`]: requests sent on a fixed schedule (request `i` at `start + i / rate`), each
 //!   one's latency measured from its scheduled send time, so time spent queueing anywhere (in
@@ -12,6 +13,8 @@
 //! - [`Server`]: a server process in its own process group, optionally pinned to a core with
 //!   `taskset`; its CPU time (the whole group's) is read from `/proc`, and stopping it stops
 //!   the whole group.
+//! - [`median_range`], [`ms`], [`count`], [`percent`], [`quantile_ms`]: a figure over
+//!   repetitions as `median (min..max)`, and its units.
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -412,6 +415,64 @@ pub async fn closed_loop(
         all.extend(task.await.expect("load task"));
     }
     RunStats::from_outcomes(all, started.elapsed().as_secs_f64(), Vec::new())
+}
+
+/// The median of `values`, shown with `show`, and their range when they differ:
+/// `12.0 (11.5..13.1)`; `-` when there are none. Of an even count, the mean of the middle two
+/// (the upper one when either is infinite).
+pub fn median_range(mut values: Vec<f64>, show: impl Fn(f64) -> String) -> String {
+    if values.is_empty() {
+        return "-".into();
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        let (a, b) = (values[n / 2 - 1], values[n / 2]);
+        if a.is_infinite() || b.is_infinite() {
+            b
+        } else {
+            (a + b) / 2.0
+        }
+    };
+    if n == 1 || values[0] == values[n - 1] {
+        show(median)
+    } else {
+        format!(
+            "{} ({}..{})",
+            show(median),
+            show(values[0]),
+            show(values[n - 1])
+        )
+    }
+}
+
+/// Milliseconds for a table: 2 decimals below 100, none above, `∞` for a lost request.
+pub fn ms(x: f64) -> String {
+    if x.is_infinite() {
+        "∞".into()
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// A count for a table.
+pub fn count(x: f64) -> String {
+    format!("{x:.0}")
+}
+
+/// A share as a percentage with one decimal.
+pub fn percent(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// The `q` latency quantile of a run in ms, infinite when it falls on a lost request.
+pub fn quantile_ms(s: &RunStats, q: f64) -> f64 {
+    s.quantile(q)
+        .map_or(f64::INFINITY, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// Pins this whole process (every thread) to `core` with `taskset`; false when that fails.

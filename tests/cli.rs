@@ -371,3 +371,213 @@ fn check_stops_a_compilation_that_needs_more_memory_than_allowed() {
         "compile_max_memory_mib = 64",
     );
 }
+
+/// `tierhost eval --escalations` commits the rows of one scenario that escalate (primary-down
+/// by default) to a review queue; reviewers label them (`tierhost review resolve`, or the
+/// store as the review page does), `review export` writes them in the eval CSV layout, and
+/// `tierhost eval` reads that file back: escalations become training rows.
+#[test]
+fn eval_escalations_are_reviewed_exported_and_evaluated_again() {
+    use tierhost::escalation::EscalationStore;
+    use tierhost::eval::{parse_labels, read_labeled_csv};
+    let phishing = |f: &str| format!("{}/examples/phishing/{f}", env!("CARGO_MANIFEST_DIR"));
+    let (config, data) = (phishing("cascade.toml"), phishing("data/test.csv"));
+    let labels = "1=phishing,0=legitimate";
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("q.db");
+    let q = queue.to_str().unwrap();
+    let eval = |extra: &[&str]| {
+        let args = [
+            &["eval", "--config", &config, "--labels", labels, "--json"][..],
+            extra,
+        ]
+        .concat();
+        tierhost(&args)
+    };
+
+    let (code, stdout, stderr) = eval(&[
+        "--data",
+        &data,
+        "--scenario",
+        "normal",
+        "--scenario",
+        "primary-down",
+        "--escalations",
+        q,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let down = &doc["runs"][1];
+    assert_eq!(down["name"], "primary-down");
+    let escalated = down["abstentions"].as_u64().unwrap() as usize;
+    assert!(escalated > 0, "{down}");
+    assert_eq!(doc["escalations"]["scenario"], "primary-down");
+    assert_eq!(doc["escalations"]["recorded"], escalated);
+    assert_eq!(doc["escalations"]["not_recorded"], 0);
+    assert!(
+        stderr.contains(&format!(
+            "wrote {escalated} escalations of scenario primary-down to {q}"
+        )),
+        "{stderr}"
+    );
+
+    // Only primary-down's abstentions are in the queue: the normal run and the baselines
+    // escalate nowhere.
+    let (code, stdout, stderr) = tierhost(&[
+        "review", "--queue", q, "list", "--status", "all", "--limit", "1000", "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let listing: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let items = listing["items"].as_array().unwrap();
+    assert_eq!(items.len(), escalated);
+    for item in items {
+        assert_eq!(item["trail"][0]["tier"], "primary", "{item}");
+        assert_ne!(item["trail"][0]["step"], "served", "{item}");
+        assert_eq!(item["decision"]["outcome"], "abstain", "{item}");
+    }
+
+    // Reviewers give each the label the data set knows to be true: three through the CLI,
+    // the rest through the store.
+    let truth: std::collections::BTreeMap<String, tierhost::eval::LabeledRow> =
+        read_labeled_csv(data.as_ref(), "label", &parse_labels(labels).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.request.id.clone(), row))
+            .collect();
+    let row_of = |item: &serde_json::Value| &truth[item["request_id"].as_str().unwrap()];
+    for item in &items[..3] {
+        let id = item["id"].as_str().unwrap();
+        let label = &row_of(item).label;
+        let (code, stdout, stderr) = tierhost(&[
+            "review", "--queue", q, "resolve", id, "--label", label, "--note", "checked", "--by",
+            "tester",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.contains(&format!("resolved {id} (")) && stdout.contains(label.as_str()),
+            "{stdout}"
+        );
+    }
+    let id = items[0]["id"].as_str().unwrap();
+    let (code, _, stderr) = tierhost(&["review", "--queue", q, "resolve", id, "--label", "x"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("already resolved") && stderr.contains("tester"),
+        "{stderr}"
+    );
+    let store = EscalationStore::open(&queue).unwrap();
+    for item in &items[3..] {
+        let id = item["id"].as_str().unwrap();
+        store
+            .resolve(id, &row_of(item).label, None, Some("store"), &[])
+            .unwrap();
+    }
+    assert_eq!(store.stats().unwrap().pending, 0);
+
+    let rows = dir.path().join("rows.csv");
+    let (code, _, stderr) = tierhost(&[
+        "review",
+        "--queue",
+        q,
+        "export",
+        "--format",
+        "csv",
+        "--labels",
+        labels,
+        "--out",
+        rows.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("exported {escalated} resolved escalations")),
+        "{stderr}"
+    );
+    let header = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(header(&rows), header(data.as_ref()), "the eval CSV layout");
+    // The exported rows are the escalated rows of the data set, features and labels alike.
+    let as_text = |row: &tierhost::eval::LabeledRow| {
+        serde_json::to_string(&(&row.request.features, &row.label)).unwrap()
+    };
+    let mut exported: Vec<String> =
+        read_labeled_csv(&rows, "label", &parse_labels(labels).unwrap())
+            .unwrap()
+            .iter()
+            .map(as_text)
+            .collect();
+    let mut expected: Vec<String> = items.iter().map(|i| as_text(row_of(i))).collect();
+    exported.sort();
+    expected.sort();
+    assert_eq!(exported, expected);
+
+    let (code, stdout, stderr) = eval(&["--data", rows.to_str().unwrap(), "--scenario", "normal"]);
+    assert_eq!(code, 0, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["rows"], escalated);
+    assert_eq!(doc["runs"][0]["requests"], escalated);
+    assert!(doc.get("escalations").is_none(), "{doc}");
+}
+
+/// `--escalations` on a cascade in which nothing escalates, or for a scenario that is not
+/// run, is refused before anything is replayed or written.
+#[test]
+fn eval_escalations_refuse_a_cascade_that_never_escalates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cascade.toml");
+    std::fs::write(
+        &config,
+        "[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n",
+    )
+    .unwrap();
+    let data = format!("{}/tests/fixtures/eval.csv", env!("CARGO_MANIFEST_DIR"));
+    let queue = dir.path().join("q.db");
+    let args = |extra: &[&'static str]| {
+        [
+            &[
+                "eval",
+                "--config",
+                config.to_str().unwrap(),
+                "--data",
+                &data,
+                "--labels",
+                "1=block,0=allow",
+                "--escalations",
+                queue.to_str().unwrap(),
+            ][..],
+            extra,
+        ]
+        .concat()
+    };
+    let (code, _, stderr) = tierhost(&args(&[]));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("would ever escalate")
+            && stderr.contains("[safe_default] does not abstain")
+            && stderr.contains("[safe_default] abstain = \"...\""),
+        "{stderr}"
+    );
+    std::fs::write(
+        &config,
+        "[safe_default]\nabstain = \"review\"\n[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = tierhost(&args(&[
+        "--scenario",
+        "normal",
+        "--escalations-scenario",
+        "shift",
+    ]));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("scenario `shift` is not among the scenarios run"),
+        "{stderr}"
+    );
+    assert!(!queue.exists(), "nothing was written");
+    assert_no_panic(&stderr);
+}

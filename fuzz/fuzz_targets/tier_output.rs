@@ -194,6 +194,7 @@ fuzz_target!(|out: TierOutput| {
         elapsed_us: 1,
         cache: None,
         trail,
+        escalation: None,
     };
 
     // The answer's JSON, and the prediction cache's round trip of it.
@@ -250,7 +251,8 @@ fuzz_target!(|out: TierOutput| {
         .with_writer(move || sink.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        emit_fallbacks("fuzz", &answer, Some(audit()));
+        let no_rule = tierhost::escalation::Redaction::default();
+        emit_fallbacks("fuzz", &answer, no_rule.view(&[]), Some(audit()));
     });
     let log = captured.0.lock().unwrap();
     let log = std::str::from_utf8(&log).expect("the log is UTF-8");

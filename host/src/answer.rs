@@ -23,6 +23,54 @@ pub struct Answer {
     pub cache: Option<crate::policy::cache::CacheStatus>,
     /// Every tier tried, in order, with its outcome.
     pub trail: Vec<TrailEntry>,
+    /// Whether the escalation of this request was recorded in the review queue (present only
+    /// when the answer escalated, see `[escalation]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationReceipt>,
+}
+
+/// What became of an escalated request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum EscalationReceipt {
+    /// Committed to the durable queue under `id` before the answer was returned.
+    Recorded {
+        /// The escalation id (`tierhost review show ID`).
+        id: String,
+    },
+    /// Not in the queue: nobody will review this request unless the caller acts.
+    NotRecorded {
+        /// Why.
+        problem: EscalationProblem,
+        /// Details for the operator.
+        detail: String,
+    },
+}
+
+/// Why an escalation was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EscalationProblem {
+    /// The queue holds `escalation.max_pending` pending items.
+    Full,
+    /// The write failed (disk full, I/O error, ...).
+    Failed,
+    /// The write was not confirmed within `escalation.write_timeout_ms`.
+    Timeout,
+}
+
+impl EscalationProblem {
+    /// Every problem, for metrics.
+    pub const ALL: [EscalationProblem; 3] = [Self::Full, Self::Failed, Self::Timeout];
+
+    /// Stable kebab-case name (metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+        }
+    }
 }
 
 /// The served decision.

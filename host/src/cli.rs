@@ -52,6 +52,9 @@ pub(crate) enum Command {
     /// Choose each model tier's `min_confidence` so that the accuracy of the answers it keeps
     /// reaches a target on labeled validation data; prints the thresholds as TOML lines.
     Calibrate(CalibrateArgs),
+    /// Human review of escalated requests: list the queue, show one item with its trail,
+    /// resolve it with a label, export resolved items as labeled training rows.
+    Review(ReviewArgs),
     /// Run the embedded fraud cascade (examples/fraud) on sample requests, healthy and with its
     /// primary tier replaced by a tier stuck in an infinite loop.
     Demo {
@@ -115,6 +118,18 @@ pub(crate) struct EvalArgs {
     /// times, chaos windows) advances by 1/RATE seconds per row.
     #[arg(long, default_value_t = tierhost::eval::DEFAULT_ROWS_PER_S)]
     pub(crate) rate: f64,
+    /// Commit the rows one scenario escalates to this review queue (SQLite, created if
+    /// missing), under the config's [escalation] settings with FILE as the queue (defaults
+    /// when it has none); label them with `tierhost review --queue FILE`, then `review export`
+    /// them as training rows. No other run escalates, and eval never writes the config's own
+    /// queue.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) escalations: Option<PathBuf>,
+    /// The scenario whose escalations --escalations writes. Default: primary-down when it is
+    /// run (the primary fails on every row: what the rest of the cascade cannot answer),
+    /// else the first scenario run.
+    #[arg(long, value_name = "NAME", requires = "escalations")]
+    pub(crate) escalations_scenario: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -149,4 +164,81 @@ pub(crate) struct DrillArgs {
     /// Print the report as one JSON document instead of the matrix.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ReviewArgs {
+    /// The escalation queue (SQLite file). Default: `[escalation] queue` of `--config`.
+    #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+    pub(crate) queue: Option<PathBuf>,
+    /// A cascade config whose `[escalation]` section names the queue and the review labels.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) action: ReviewAction,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ReviewAction {
+    /// Items in the queue (pending: oldest first) with why each tier fell through.
+    List {
+        /// pending, resolved or all.
+        #[arg(long, default_value = "pending")]
+        status: ReviewStatus,
+        /// Most items shown.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One item as JSON: features (after redaction), decision, full trail, resolution.
+    Show {
+        /// The escalation id (from the answer's `escalation.id` or `review list`).
+        id: String,
+    },
+    /// Label a pending item (who and when are recorded with it).
+    Resolve {
+        /// The escalation id.
+        id: String,
+        /// The reviewer's label (one of `escalation.labels` when `--config` sets them).
+        #[arg(long)]
+        label: String,
+        /// A note for whoever reads the label later.
+        #[arg(long)]
+        note: Option<String>,
+        /// Who resolves it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Resolved items as labeled rows: `csv` in the eval layout (feature columns, then the
+    /// label column), readable by `tierhost eval --data` and appendable to training data.
+    Export {
+        /// csv or jsonl.
+        #[arg(long, default_value = "csv")]
+        format: ExportFormatArg,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Name of the label column.
+        #[arg(long, default_value = "label")]
+        label_column: String,
+        /// The eval label mapping, e.g. `1=phishing,0=legitimate`: labels are written back as
+        /// the values on the left.
+        #[arg(long, default_value = "")]
+        labels: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ReviewStatus {
+    Pending,
+    Resolved,
+    All,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ExportFormatArg {
+    Csv,
+    Jsonl,
 }

@@ -10,9 +10,10 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::answer::{Answer, Decision};
+use crate::escalation::RedactedFeatures;
 
 /// One step down the cascade, as written to the audit file.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct FallbackEvent<'a> {
     /// RFC 3339 time of the event.
     pub time: String,
@@ -36,6 +37,8 @@ pub struct FallbackEvent<'a> {
     pub served_version: Option<&'a str>,
     /// The served decision.
     pub output: &'a Decision,
+    /// The request's features, without those `[escalation]` redacts.
+    pub features: RedactedFeatures<'a>,
 }
 
 /// An append-only JSON-lines audit file with size-based rotation: when the file would pass
@@ -146,7 +149,12 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Emits the fallback events of one answered request.
-pub fn emit_fallbacks(cascade: &str, answer: &Answer, audit: Option<&AuditLog>) {
+pub fn emit_fallbacks(
+    cascade: &str,
+    answer: &Answer,
+    features: RedactedFeatures<'_>,
+    audit: Option<&AuditLog>,
+) {
     let served_version = answer.served_by.version.as_deref();
     let mut events = Vec::new();
     for (i, entry) in answer.trail.iter().enumerate() {
@@ -181,6 +189,7 @@ pub fn emit_fallbacks(cascade: &str, answer: &Answer, audit: Option<&AuditLog>) 
                 served_by: &answer.served_by.tier,
                 served_version,
                 output: &answer.decision,
+                features,
             });
         }
     }

@@ -33,7 +33,8 @@
 //! `default-features = false` compiles wasmtime and the cascade only. `server` adds the HTTP
 //! server ([`server`]); `watch` reloads on file changes; `webhooks` posts alerts; `eval` adds
 //! offline evaluation and fire drills ([`eval`], [`drill`]); `redis` the shared prediction
-//! cache; `cli` (the default) is the `tierhost` binary with all of them.
+//! cache; `escalation` the durable review queue ([`escalation`], SQLite built in); `cli` (the
+//! default) is the `tierhost` binary with all of them.
 //!
 //! # Where things live
 //!
@@ -43,6 +44,7 @@
 //! epoch ticker, linker, compile cache), `plugin` (loading, hashing, compiling, describing),
 //! `sandbox` (one call in its sandbox), `policy` (every trigger, one module each), `cascade`
 //! (the walk down the tiers), `answer` / `reason` / `events` (what the caller and the logs get),
+//! `escalation` (redaction and the review queue),
 //! `service` (a cascade as a long-lived service), `metrics`, `alerts`.
 #![deny(missing_docs)]
 
@@ -53,6 +55,7 @@ mod cascade;
 mod config;
 mod engine;
 mod error;
+pub mod escalation;
 mod events;
 mod guest;
 mod limits;
@@ -72,12 +75,14 @@ pub mod eval;
 pub mod server;
 
 pub use alerts::{AlertEvent, AlertState, FallbackAlerts};
-pub use answer::{Answer, Decision, ServedBy, Step, TrailEntry};
+pub use answer::{
+    Answer, Decision, EscalationProblem, EscalationReceipt, ServedBy, Step, TrailEntry,
+};
 pub use cascade::{Cascade, CascadeTier, SAFE_DEFAULT};
 pub use config::{
     AcceptConfig, AlertConfig, BreakerConfig, CacheConfig, CascadeSettings, ChaosConfig, ChaosMode,
-    Config, HedgeConfig, InstanceMode, OodConfig, OodMethod, ParamValue, PluginSource,
-    SafeDefaultConfig, ServerConfig, TierConfig, TierConfigBuilder,
+    Config, EscalationConfig, HedgeConfig, InstanceMode, OodConfig, OodMethod, ParamValue,
+    PluginSource, QueueSync, SafeDefaultConfig, ServerConfig, TierConfig, TierConfigBuilder,
 };
 pub use engine::{COMPILER_ENV, CompileStats, TierEngine, compile_component_main};
 pub use error::{
@@ -102,7 +107,8 @@ pub use service::{
 /// Every default, named (the README's tables are tested against these).
 pub mod defaults {
     pub use crate::config::{
-        DEFAULT_AUDIT_MAX_BYTES, DEFAULT_BUDGET_MS, DEFAULT_MAX_CONCURRENT, MAX_MODEL_BYTES,
+        DEFAULT_AUDIT_MAX_BYTES, DEFAULT_BUDGET_MS, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_PENDING,
+        MAX_LABEL_BYTES, MAX_MODEL_BYTES,
     };
     pub use crate::limits::{
         DEFAULT_COMPILE_MAX_MEMORY_MIB, DEFAULT_COMPILE_TIMEOUT_S, DEFAULT_DEADLINE_MS,

@@ -13,7 +13,10 @@ use tierhost::eval::{self, Dataset, EvalOptions, Scenario, TierCalibration};
 use tierhost::{Cascade, Config, Request, TierEngine};
 
 mod cli;
-use cli::{CalibrateArgs, Cli, Command, DataArgs, DrillArgs, EvalArgs};
+use cli::{
+    CalibrateArgs, Cli, Command, DataArgs, DrillArgs, EvalArgs, ExportFormatArg, ReviewAction,
+    ReviewArgs, ReviewStatus,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,7 +31,7 @@ fn main() -> ExitCode {
     }
     let default_filter = match cli.command {
         Command::Check { .. } | Command::Serve { .. } => "info",
-        Command::Run { .. } => "warn",
+        Command::Run { .. } | Command::Review(_) => "warn",
         Command::Demo { .. } | Command::Eval(_) | Command::Calibrate(_) => "error",
         // Every injected load failure logs an error by design; the matrix reports them.
         Command::Drill(_) => "off",
@@ -61,6 +64,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Calibrate(args) => calibrate(args).await,
         Command::Eval(args) => eval(args).await,
         Command::Drill(args) => drill(args).await,
+        Command::Review(args) => review(args),
         Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
     }
 }
@@ -110,6 +114,171 @@ async fn run(config_path: &Path, input: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn review(args: ReviewArgs) -> Result<ExitCode> {
+    use tierhost::escalation::{EscalationStore, ExportFormat, ResolveError, Status};
+    let (path, review_labels) = match (&args.queue, &args.config) {
+        (Some(queue), _) => (queue.clone(), Vec::new()),
+        (None, Some(config_path)) => {
+            let config = Config::load(config_path)?;
+            let escalation = config.escalation.as_ref().with_context(|| {
+                format!(
+                    "{}: no [escalation] section names a queue",
+                    config_path.display()
+                )
+            })?;
+            (config.resolve(&escalation.queue), escalation.labels.clone())
+        }
+        (None, None) => anyhow::bail!("give --queue FILE or --config FILE"),
+    };
+    if !path.exists() {
+        anyhow::bail!(
+            "{}: no escalation queue here (nothing has escalated yet?)",
+            path.display()
+        );
+    }
+    let store = EscalationStore::open(&path)?;
+    match args.action {
+        ReviewAction::List {
+            status,
+            limit,
+            json,
+        } => {
+            let status = match status {
+                ReviewStatus::Pending => Some(Status::Pending),
+                ReviewStatus::Resolved => Some(Status::Resolved),
+                ReviewStatus::All => None,
+            };
+            let items = store.list(status, limit)?;
+            let stats = store.stats()?;
+            if json {
+                let doc = serde_json::json!({ "pending": stats.pending, "items": items });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{} pending (oldest {:.0} s) in {}",
+                stats.pending,
+                stats.oldest_pending_s,
+                path.display()
+            );
+            for item in &items {
+                let outcome = match &item.resolution {
+                    Some(r) => format!(
+                        "resolved `{}` by {}",
+                        r.label,
+                        r.by.as_deref().unwrap_or("-")
+                    ),
+                    None => format!("pending {}", age(item.age_s)),
+                };
+                println!(
+                    "{}  {:<28} {:<24} {}",
+                    item.id,
+                    outcome,
+                    item.request_id,
+                    trail_summary(&item.trail, &item.served_by)
+                );
+            }
+        }
+        ReviewAction::Show { id } => match store.get(&id)? {
+            Some(item) => println!("{}", serde_json::to_string_pretty(&item)?),
+            None => anyhow::bail!("no escalation `{id}` in {}", path.display()),
+        },
+        ReviewAction::Resolve {
+            id,
+            label,
+            note,
+            by,
+        } => {
+            let by = by.or_else(|| std::env::var("USER").ok());
+            match store.resolve(&id, &label, note.as_deref(), by.as_deref(), &review_labels) {
+                Ok(item) => println!("resolved {} ({}) as `{label}`", item.id, item.request_id),
+                Err(
+                    e @ (ResolveError::AlreadyResolved(_)
+                    | ResolveError::NotFound(_)
+                    | ResolveError::Invalid(_)),
+                ) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(ResolveError::Store(e)) => return Err(e.into()),
+            }
+        }
+        ReviewAction::Export {
+            format,
+            out,
+            label_column,
+            labels: mapping,
+        } => {
+            let values: BTreeMap<String, String> = labels(&mapping)?
+                .into_iter()
+                .map(|(value, label)| (label, value))
+                .collect();
+            let format = match format {
+                ExportFormatArg::Csv => ExportFormat::Csv,
+                ExportFormatArg::Jsonl => ExportFormat::Jsonl,
+            };
+            let items = store.list(Some(Status::Resolved), usize::MAX)?;
+            let written = match &out {
+                Some(file) => {
+                    let mut w = std::io::BufWriter::new(
+                        std::fs::File::create(file)
+                            .with_context(|| format!("{}: cannot create", file.display()))?,
+                    );
+                    let n = tierhost::escalation::export(
+                        &items,
+                        format,
+                        &label_column,
+                        &values,
+                        &mut w,
+                    )?;
+                    std::io::Write::flush(&mut w)?;
+                    n
+                }
+                None => tierhost::escalation::export(
+                    &items,
+                    format,
+                    &label_column,
+                    &values,
+                    &mut std::io::stdout().lock(),
+                )?,
+            };
+            eprintln!("exported {written} resolved escalations");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An age as a reviewer reads it.
+fn age(seconds: f64) -> String {
+    match seconds {
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.0} h", s / 3600.0),
+        s => format!("{:.0} d", s / 86_400.0),
+    }
+}
+
+/// `primary: deadline -> rules: low-confidence -> safe-default`.
+fn trail_summary(trail: &serde_json::Value, served_by: &str) -> String {
+    let mut steps: Vec<String> = trail
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            let tier = entry["tier"].as_str().unwrap_or("?");
+            let why = entry["reason"]["kind"]
+                .as_str()
+                .or_else(|| entry["step"].as_str())
+                .unwrap_or("?");
+            format!("{tier}: {why}")
+        })
+        .collect();
+    if served_by == tierhost::SAFE_DEFAULT {
+        steps.push(served_by.to_string());
+    }
+    steps.join(" -> ")
+}
+
 impl DataArgs {
     /// The config, the label mapping and the labeled rows.
     fn load(&self) -> Result<(Config, BTreeMap<String, String>, Dataset)> {
@@ -135,11 +304,25 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         args.rate.is_finite() && args.rate > 0.0,
         "--rate must be a number of rows per second > 0"
     );
+    let escalations = match &args.escalations {
+        None => None,
+        Some(file) => {
+            let scenario = match &args.escalations_scenario {
+                Some(name) => Scenario::parse(name).context("--escalations-scenario")?,
+                None if scenarios.contains(&Scenario::PrimaryDown) => Scenario::PrimaryDown,
+                None => scenarios[0],
+            };
+            let queue = std::path::absolute(file)
+                .with_context(|| format!("--escalations {}", file.display()))?;
+            Some(eval::EscalationOutput::new(&config, scenario, queue)?)
+        }
+    };
     let options = EvalOptions {
         scenarios,
         positive_label: (args.positive.or_else(|| labels.get("1").cloned()))
             .unwrap_or_else(|| "1".into()),
         rows_per_s: args.rate,
+        escalations,
     };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -162,6 +345,21 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("{}", report.summary());
+    }
+    if let Some(written) = &report.escalations {
+        eprintln!(
+            "wrote {} escalations of scenario {} to {}",
+            written.recorded,
+            written.scenario.name(),
+            written.queue.display()
+        );
+        if let Some(problem) = &written.problem {
+            eprintln!(
+                "error: {} escalations were not recorded; the first: {problem}",
+                written.not_recorded
+            );
+            return Ok(ExitCode::FAILURE);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

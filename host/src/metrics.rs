@@ -6,7 +6,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::answer::{Answer, Step};
+use crate::answer::{Answer, EscalationReceipt, Step};
 use crate::policy::breaker::BreakerState;
 use crate::policy::memory::PolicyObserver;
 
@@ -37,6 +37,10 @@ pub struct Metrics {
     breaker_transitions: IntCounterVec,
     hedged: IntCounterVec,
     cache: IntCounterVec,
+    escalations: IntCounterVec,
+    escalation_failures: IntCounterVec,
+    escalations_pending: IntGaugeVec,
+    escalation_oldest: GaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -203,6 +207,46 @@ impl Metrics {
                     &["outcome"],
                 )?,
             ),
+            escalations: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tierhost_escalations_total",
+                        "Escalations committed to the review queue.",
+                    ),
+                    &["cascade"],
+                )?,
+            ),
+            escalation_failures: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tierhost_escalation_failures_total",
+                        "Escalations not recorded, by problem (full, failed, timeout).",
+                    ),
+                    &["cascade", "problem"],
+                )?,
+            ),
+            escalations_pending: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tierhost_escalations_pending",
+                        "Escalations waiting for a reviewer (read at scrape time).",
+                    ),
+                    &["cascade"],
+                )?,
+            ),
+            escalation_oldest: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "tierhost_escalation_oldest_pending_seconds",
+                        "Age of the oldest pending escalation (0 when none; read at scrape time).",
+                    ),
+                    &["cascade"],
+                )?,
+            ),
             registry: r,
         })
     }
@@ -241,6 +285,31 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// What became of an answer's escalation, if it escalated.
+    pub fn escalation(&self, cascade: &str, receipt: Option<&EscalationReceipt>) {
+        match receipt {
+            None => {}
+            Some(EscalationReceipt::Recorded { .. }) => {
+                self.escalations.with_label_values(&[cascade]).inc();
+            }
+            Some(EscalationReceipt::NotRecorded { problem, .. }) => {
+                self.escalation_failures
+                    .with_label_values(&[cascade, problem.as_str()])
+                    .inc();
+            }
+        }
+    }
+
+    /// The review queue's backlog.
+    pub fn escalation_backlog(&self, cascade: &str, pending: u64, oldest_s: f64) {
+        self.escalations_pending
+            .with_label_values(&[cascade])
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.escalation_oldest
+            .with_label_values(&[cascade])
+            .set(oldest_s);
     }
 
     /// A request shed by the host before any tier ran.

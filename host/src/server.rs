@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::json;
+use sha2::Digest;
 
 use crate::error::ServiceError;
 use crate::request::Request;
@@ -22,6 +23,82 @@ use crate::service::{CascadeService, shutdown_signal};
 
 /// The OpenAPI document of this API (kept true by `tests/server.rs`).
 pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The review page (static HTML and JS; its data comes from `/v1/escalations`).
+#[cfg(feature = "escalation")]
+pub const REVIEW_PAGE: &str = include_str!("../assets/review.html");
+
+/// The environment variable that holds the admin bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "TIERHOST_ADMIN_TOKEN";
+
+/// Who may call the admin endpoints (`/admin/*`, `/v1/escalations*`).
+#[derive(Clone, Default)]
+pub struct AdminAuth {
+    /// sha256 of the bearer token; `None`: no token is required.
+    token_digest: Option<[u8; 32]>,
+}
+
+impl AdminAuth {
+    /// A token is required (`Authorization: Bearer <token>`).
+    pub fn bearer(token: &str) -> Self {
+        Self {
+            token_digest: Some(sha2::Sha256::digest(token.as_bytes()).into()),
+        }
+    }
+
+    /// No token is required (the server should listen on loopback only).
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    /// The token in [`ADMIN_TOKEN_ENV`] when it is set and not empty, else no token.
+    pub fn from_env() -> Self {
+        match std::env::var(ADMIN_TOKEN_ENV) {
+            Ok(token) if !token.trim().is_empty() => Self::bearer(token.trim()),
+            _ => Self::open(),
+        }
+    }
+
+    /// Whether a token is required.
+    pub fn required(&self) -> bool {
+        self.token_digest.is_some()
+    }
+
+    fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(expected) = &self.token_digest else {
+            return true;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        // Digests are compared, so the comparison's timing says nothing about the token.
+        given.is_some_and(|t| sha2::Sha256::digest(t.as_bytes()).as_slice() == expected)
+    }
+}
+
+async fn require_admin(
+    State(auth): State<AdminAuth>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if auth.allows(request.headers()) {
+        next.run(request).await
+    } else {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "admin endpoint: send `Authorization: Bearer <token>` (the token in {ADMIN_TOKEN_ENV})"
+            ),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
+}
 
 /// Shared handler state.
 #[derive(Clone)]
@@ -34,10 +111,24 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// The router, for embedding or tests.
+/// The router, for embedding or tests, with the admin token of [`AdminAuth::from_env`].
 pub fn router(service: Arc<CascadeService>) -> Router {
+    router_with(service, AdminAuth::from_env())
+}
+
+/// The router with `auth` guarding the admin endpoints.
+pub fn router_with(service: Arc<CascadeService>, auth: AdminAuth) -> Router {
     let server = service.current().config.server.clone();
-    Router::new()
+    let admin = Router::new()
+        .route("/admin/reload", post(admin_reload))
+        .route("/admin/tiers/{name}/breaker", post(admin_breaker));
+    #[cfg(feature = "escalation")]
+    let admin = admin
+        .route("/v1/escalations", get(review::list))
+        .route("/v1/escalations/{id}", get(review::show))
+        .route("/v1/escalations/{id}/resolve", post(review::resolve));
+    let admin = admin.route_layer(axum::middleware::from_fn_with_state(auth, require_admin));
+    let public = Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/predict/batch", post(predict_batch))
         .route("/v1/tiers", get(tiers))
@@ -50,9 +141,14 @@ pub fn router(service: Arc<CascadeService>) -> Router {
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
-        )
-        .route("/admin/reload", post(admin_reload))
-        .route("/admin/tiers/{name}/breaker", post(admin_breaker))
+        );
+    #[cfg(feature = "escalation")]
+    let public = public.route(
+        "/review",
+        get(|| async { axum::response::Html(REVIEW_PAGE) }),
+    );
+    public
+        .merge(admin)
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
         .with_state(AppState {
             service,
@@ -221,7 +317,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.service.metrics().render(),
+        state.service.render_metrics(),
     )
         .into_response()
 }
@@ -261,15 +357,199 @@ async fn admin_breaker(
     }
 }
 
+/// The review queue's endpoints (`/v1/escalations*`).
+#[cfg(feature = "escalation")]
+mod review {
+    use super::*;
+    use crate::escalation::{EscalationQueue, ResolveError, Status};
+    use axum::extract::Query;
+
+    /// The queue and the review labels of the cascade serving now, or the 404 that says
+    /// there is none.
+    fn queue(state: &AppState) -> Result<(Arc<EscalationQueue>, Vec<String>), Response> {
+        let live = state.service.current();
+        match live.cascade.escalation() {
+            Some(e) => Ok((e.queue().clone(), e.config().labels.clone())),
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                "no escalation queue: add an [escalation] section (queue = \"...\") to the config",
+            )),
+        }
+    }
+
+    /// Runs a blocking queue call off the async workers.
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Response> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct ListQuery {
+        #[serde(default)]
+        status: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    }
+
+    /// Most items one list call returns.
+    const MAX_LIST: usize = 1000;
+
+    pub(super) async fn list(
+        State(state): State<AppState>,
+        query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ) -> Response {
+        let Ok(Query(query)) = query else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "query parameters are `status` and `limit`",
+            );
+        };
+        let status = match query.status.as_deref().unwrap_or("pending") {
+            "pending" => Some(Status::Pending),
+            "resolved" => Some(Status::Resolved),
+            "all" => None,
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("status `{other}`: use pending, resolved or all"),
+                );
+            }
+        };
+        let limit = query.limit.unwrap_or(100).min(MAX_LIST);
+        let (queue, labels) = match queue(&state) {
+            Ok(q) => q,
+            Err(response) => return response,
+        };
+        let result = blocking(move || {
+            let store = queue.store();
+            Ok::<_, crate::escalation::QueueError>((store.list(status, limit)?, store.stats()?))
+        })
+        .await;
+        match result {
+            Ok(Ok((items, stats))) => axum::Json(json!({
+                "cascade": state.service.current().cascade.name(),
+                "labels": labels,
+                "pending": stats.pending,
+                "oldest_pending_s": stats.oldest_pending_s,
+                "items": items,
+            }))
+            .into_response(),
+            Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(response) => response,
+        }
+    }
+
+    pub(super) async fn show(
+        State(state): State<AppState>,
+        UrlPath(id): UrlPath<String>,
+    ) -> Response {
+        let (queue, _) = match queue(&state) {
+            Ok(q) => q,
+            Err(response) => return response,
+        };
+        let wanted = id.clone();
+        match blocking(move || queue.store().get(&wanted)).await {
+            Ok(Ok(Some(item))) => axum::Json(item).into_response(),
+            Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no escalation `{id}`")),
+            Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(response) => response,
+        }
+    }
+
+    pub(super) async fn resolve(
+        State(state): State<AppState>,
+        UrlPath(id): UrlPath<String>,
+        body: Bytes,
+    ) -> Response {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            label: String,
+            #[serde(default)]
+            note: Option<String>,
+            #[serde(default)]
+            by: Option<String>,
+        }
+        let body: Body = match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "body must be {{\"label\": \"...\", \"note\"?: \"...\", \"by\"?: \"...\"}}: {e}"
+                    ),
+                );
+            }
+        };
+        let (queue, labels) = match queue(&state) {
+            Ok(q) => q,
+            Err(response) => return response,
+        };
+        let result = blocking(move || {
+            queue.store().resolve(
+                &id,
+                &body.label,
+                body.note.as_deref(),
+                body.by.as_deref(),
+                &labels,
+            )
+        })
+        .await;
+        match result {
+            Ok(Ok(item)) => {
+                tracing::info!(
+                    target: "tierhost::escalation",
+                    id = %item.id,
+                    label = item.resolution.as_ref().map_or("", |r| r.label.as_str()),
+                    by = item.resolution.as_ref().and_then(|r| r.by.as_deref()).unwrap_or(""),
+                    "escalation resolved"
+                );
+                axum::Json(item).into_response()
+            }
+            Ok(Err(e @ ResolveError::NotFound(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+            Ok(Err(e @ ResolveError::AlreadyResolved(_))) => {
+                error(StatusCode::CONFLICT, e.to_string())
+            }
+            Ok(Err(e @ ResolveError::Invalid(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+            Ok(Err(e @ ResolveError::Store(_))) => {
+                error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+            Err(response) => response,
+        }
+    }
+}
+
 /// Runs the service on `listener` until SIGTERM / Ctrl-C, with its background work (reloads,
-/// alerts), then drains in-flight requests and flushes the audit log.
+/// alerts), then drains in-flight requests and flushes the audit log. The admin token comes
+/// from [`ADMIN_TOKEN_ENV`].
 pub async fn serve(
     service: Arc<CascadeService>,
     listener: tokio::net::TcpListener,
 ) -> Result<(), ServiceError> {
+    serve_with(service, listener, AdminAuth::from_env()).await
+}
+
+/// [`serve`] with `auth` guarding the admin endpoints.
+pub async fn serve_with(
+    service: Arc<CascadeService>,
+    listener: tokio::net::TcpListener,
+    auth: AdminAuth,
+) -> Result<(), ServiceError> {
     let background = service.run_background()?;
-    tracing::info!(addr = %listener.local_addr()?, "tierhost serving");
-    axum::serve(listener, router(service.clone()))
+    let addr = listener.local_addr()?;
+    if !auth.required() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "admin endpoints (/admin/*, /v1/escalations) are open to anyone who can reach this \
+             address: set {ADMIN_TOKEN_ENV} to require a bearer token"
+        );
+    }
+    tracing::info!(%addr, admin_token = auth.required(), "tierhost serving");
+    axum::serve(listener, router_with(service.clone(), auth))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     drop(background);

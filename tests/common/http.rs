@@ -28,6 +28,8 @@ pub fn client() -> HttpClient {
 pub struct Http {
     pub base: String,
     pub client: HttpClient,
+    /// Sent as `Authorization: Bearer <token>` when set (the admin endpoints).
+    pub bearer: Option<String>,
 }
 
 impl Http {
@@ -35,6 +37,15 @@ impl Http {
         Self {
             base: base.into(),
             client: client(),
+            bearer: None,
+        }
+    }
+
+    /// The same client sending `token` as a bearer token.
+    pub fn with_bearer(&self, token: &str) -> Self {
+        Self {
+            bearer: Some(token.to_string()),
+            ..self.clone()
         }
     }
 
@@ -50,10 +61,14 @@ impl Http {
         path: &str,
         body: impl Into<Bytes>,
     ) -> Result<(u16, String), String> {
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let Some(token) = &self.bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
             .body(Full::new(body.into()))
             .map_err(|e| e.to_string())?;
         let response = self

@@ -223,6 +223,7 @@ mod tests {
             degraded: primary_fell_back,
             elapsed_us: 1,
             cache: None,
+            escalation: None,
             trail,
         }
     }

@@ -82,6 +82,49 @@ async fn load_chaos(
     })
 }
 
+/// The escalation path of `[escalation]`, on the queue `memory` keeps open across reloads.
+#[cfg(feature = "escalation")]
+fn escalator(
+    config: &Config,
+    section: &crate::config::EscalationConfig,
+    memory: &PolicyMemory,
+    name: &Arc<str>,
+    redaction: &Arc<Redaction>,
+) -> Result<Escalator, ConfigError> {
+    let path = config.resolve(&section.queue);
+    let queue = memory
+        .escalation_queue(&path, section)
+        .map_err(|e| ConfigError::Invalid {
+            path: config.source.clone(),
+            field: "escalation.queue".into(),
+            problem: e.to_string(),
+        })?;
+    Ok(Escalator::new(
+        section.clone(),
+        queue,
+        redaction.clone(),
+        name.clone(),
+        config.answer_digest(),
+    ))
+}
+
+/// Without the `escalation` feature, validation refuses `[escalation]` before this is reached.
+#[cfg(not(feature = "escalation"))]
+fn escalator(
+    config: &Config,
+    _section: &crate::config::EscalationConfig,
+    _memory: &PolicyMemory,
+    _name: &Arc<str>,
+    _redaction: &Arc<Redaction>,
+) -> Result<Escalator, ConfigError> {
+    Err(ConfigError::Invalid {
+        path: config.source.clone(),
+        field: "escalation.queue".into(),
+        problem: "this build of tierhost has no escalation queue (cargo feature `escalation`)"
+            .into(),
+    })
+}
+
 /// Where the policies of one tier find their shared state and report events.
 struct PolicyWiring<'a> {
     memory: &'a PolicyMemory,
@@ -228,6 +271,11 @@ impl Cascade {
             None => None,
         };
         let name: Arc<str> = Arc::from(config.cascade.name.as_str());
+        let redaction = Arc::new(Redaction::from_config(config.escalation.as_ref()));
+        let escalation = match &config.escalation {
+            Some(section) => Some(escalator(config, section, memory, &name, &redaction)?),
+            None => None,
+        };
         let mut keys = HashSet::new();
         let mut tiers = Vec::with_capacity(config.tiers.len());
         for tier in &config.tiers {
@@ -298,6 +346,8 @@ impl Cascade {
             tiers,
             safe_default: config.safe_default.clone(),
             audit,
+            redaction,
+            escalation,
             engine,
             cache,
             clock: memory.clock().clone(),

@@ -20,6 +20,7 @@ use crate::config::{
 };
 use crate::engine::TierEngine;
 use crate::error::{ConfigError, LoadError, SampleFailure};
+use crate::escalation::{Escalator, Redaction};
 use crate::events::{self, AuditLog};
 use crate::guest::{self, Prediction, TierOutcome, TierRequest};
 use crate::plugin::Plugin;
@@ -75,6 +76,8 @@ pub struct Cascade {
     tiers: Vec<CascadeTier>,
     safe_default: SafeDefaultConfig,
     audit: Option<Arc<AuditLog>>,
+    redaction: Arc<Redaction>,
+    escalation: Option<Escalator>,
     engine: TierEngine,
     cache: Option<PredictionCache>,
     clock: Arc<dyn Clock>,
@@ -165,6 +168,21 @@ impl Cascade {
         self.audit.as_deref()
     }
 
+    /// The escalation path, when `[escalation]` is configured.
+    pub fn escalation(&self) -> Option<&Escalator> {
+        self.escalation.as_ref()
+    }
+
+    /// Commits `answer`'s request to the review queue when it escalates (see
+    /// `[escalation]`) and returns the answer with its receipt. [`Self::predict`] does this;
+    /// a caller that answers by other means (a shed request) calls it itself.
+    pub async fn escalate(&self, request: &Request, mut answer: Answer) -> Answer {
+        if let Some(escalation) = &self.escalation {
+            answer.escalation = escalation.submit(request, &answer).await;
+        }
+        answer
+    }
+
     /// The safe default's answer without calling any tier, for a request the host cannot take
     /// on (saturated, or past its budget): every tier is recorded as skipped with `reason`.
     pub fn answer_without_tiers(
@@ -186,9 +204,15 @@ impl Cascade {
             elapsed_us: started.elapsed().as_micros() as u64,
             cache: None,
             trail,
+            escalation: None,
         };
-        events::emit_fallbacks(&self.name, &answer, self.audit.as_deref());
+        self.emit_fallbacks(request, &answer);
         answer
+    }
+
+    fn emit_fallbacks(&self, request: &Request, answer: &Answer) {
+        let features = self.redaction.view(&request.features);
+        events::emit_fallbacks(&self.name, answer, features, self.audit.as_deref());
     }
 
     /// Calls every loaded tier directly on `samples` and reports the first that faults: a
@@ -219,8 +243,15 @@ impl Cascade {
         Ok(())
     }
 
-    /// Answers one request. Never fails: when no tier serves, the safe default does.
+    /// Answers one request. Never fails: when no tier serves, the safe default does. An
+    /// answer that escalates is committed to the review queue first (`[escalation]`).
     pub async fn predict(&self, request: &Request) -> Answer {
+        let answer = self.decide(request).await;
+        self.escalate(request, answer).await
+    }
+
+    /// Walks the cascade (or answers from the cache) without escalating.
+    pub(crate) async fn decide(&self, request: &Request) -> Answer {
         let started = Instant::now();
         let (cache_key, cache_status) = match &self.cache {
             None => (None, None),
@@ -236,6 +267,7 @@ impl Cascade {
                             elapsed_us: started.elapsed().as_micros() as u64,
                             cache: Some(CacheStatus::Hit),
                             trail: Vec::new(),
+                            escalation: None,
                         };
                     }
                     Lookup::Miss => (Some(key), Some(CacheStatus::Miss)),
@@ -279,13 +311,14 @@ impl Cascade {
             elapsed_us: started.elapsed().as_micros() as u64,
             cache: cache_status,
             trail,
+            escalation: None,
         };
         if let (Some(cache), Some(key)) = (&self.cache, cache_key)
             && cache.admits(&answer)
         {
             cache.put(key, &answer);
         }
-        events::emit_fallbacks(&self.name, &answer, self.audit.as_deref());
+        self.emit_fallbacks(request, &answer);
         answer
     }
 

@@ -20,8 +20,8 @@ pub use crate::policy::hedge::HedgeConfig;
 pub use crate::policy::ood::{OodConfig, OodMethod};
 pub use params::{ParamValue, flatten_params};
 pub use sections::{
-    AlertConfig, CascadeSettings, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_BUDGET_MS, SafeDefaultConfig,
-    ServerConfig,
+    AlertConfig, CascadeSettings, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_BUDGET_MS, DEFAULT_MAX_PENDING,
+    EscalationConfig, MAX_LABEL_BYTES, QueueSync, SafeDefaultConfig, ServerConfig,
 };
 pub use tier::{
     AcceptConfig, DEFAULT_MAX_CONCURRENT, InstanceMode, MAX_MODEL_BYTES, PluginSource, TierConfig,
@@ -53,6 +53,9 @@ pub struct Config {
     /// Prediction cache in front of the cascade (off unless set).
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// The durable review queue for escalated requests (off unless set).
+    #[serde(default)]
+    pub escalation: Option<EscalationConfig>,
     /// Directory the config was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -151,6 +154,29 @@ impl Config {
             .map_err(section("safe_default"))?;
         if let Some(cache) = &self.cache {
             cache.validate().map_err(section("cache"))?;
+        }
+        if let Some(escalation) = &self.escalation {
+            escalation.validate().map_err(section("escalation"))?;
+            for tier in &escalation.tiers {
+                if tier != crate::cascade::SAFE_DEFAULT
+                    && !self.tiers.iter().any(|t| &t.name == tier)
+                {
+                    return Err(self.invalid(
+                        "escalation.tiers",
+                        format!(
+                            "no tier is named `{tier}` (nor is it `{}`)",
+                            crate::cascade::SAFE_DEFAULT
+                        ),
+                    ));
+                }
+            }
+            if escalation.tiers.is_empty() && self.safe_default.abstain.is_none() {
+                return Err(self.invalid(
+                    "escalation",
+                    "nothing would ever escalate: set [safe_default] abstain (the cascade then \
+                     abstains and escalates when no tier serves) or escalation.tiers",
+                ));
+            }
         }
         // Partition the instance pool: the tiers' bulkheads together fit in it, so a tier
         // running at its max_concurrent can never take the slots the next tier needs.

@@ -232,3 +232,128 @@ impl SafeDefaultConfig {
         Ok(())
     }
 }
+
+/// `[escalation]`: the durable review queue. When the final outcome of a request is an
+/// abstention (the safe default's `abstain`) or comes from one of `tiers`, the request
+/// (features after redaction), the cascade name and config digest, the trail and a new
+/// escalation id are committed to the queue before the answer is returned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// The queue: a SQLite file in WAL mode (relative to the config file), created if missing.
+    pub queue: PathBuf,
+    /// Tiers whose answers escalate too (the escalation points; `safe-default` names the
+    /// host's own answer). Abstentions always escalate.
+    #[serde(default)]
+    pub tiers: Vec<String>,
+    /// Labels a reviewer chooses from (the review page's buttons); empty: any label.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Allowlist: only these features are stored (in the queue and the audit log).
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    /// Features never stored (in the queue and the audit log). Exclusive with `features`.
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// Pending items at which the queue counts as full: further escalations are not recorded
+    /// (the answer says so, `tierhost_escalation_failures_total{problem="full"}` counts them).
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u64,
+    /// How long a request waits for its escalation to be committed before it is answered as
+    /// not recorded, in milliseconds.
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// `full`: every commit is fsync'd (survives power loss); `normal`: committed escalations
+    /// survive a crash of the process, not of the machine.
+    #[serde(default)]
+    pub sync: QueueSync,
+    /// Most escalations committed in one transaction (group commit across concurrent requests).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+/// How hard the escalation queue pushes each commit to disk (SQLite's `synchronous`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueSync {
+    /// fsync at every commit.
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints only.
+    Normal,
+}
+
+/// Default `escalation.max_pending`.
+pub const DEFAULT_MAX_PENDING: u64 = 1_000_000;
+fn default_max_pending() -> u64 {
+    DEFAULT_MAX_PENDING
+}
+fn default_write_timeout_ms() -> u64 {
+    1000
+}
+fn default_max_batch() -> usize {
+    256
+}
+
+/// Longest label or reviewer name, in bytes.
+pub const MAX_LABEL_BYTES: usize = 256;
+
+impl EscalationConfig {
+    /// Escalation to `queue` with every other field at its default.
+    pub fn new(queue: impl Into<PathBuf>) -> Self {
+        Self {
+            queue: queue.into(),
+            tiers: Vec::new(),
+            labels: Vec::new(),
+            features: None,
+            redact: Vec::new(),
+            max_pending: DEFAULT_MAX_PENDING,
+            write_timeout_ms: default_write_timeout_ms(),
+            sync: QueueSync::Full,
+            max_batch: default_max_batch(),
+        }
+    }
+
+    /// Checks the `[escalation]` values that need no other section.
+    pub fn validate(&self) -> SectionResult {
+        if !cfg!(feature = "escalation") {
+            return Err((
+                "queue",
+                "this build of tierhost has no escalation queue (cargo feature `escalation`)"
+                    .into(),
+            ));
+        }
+        if self.queue.as_os_str().is_empty() {
+            return Err(("queue", "must name a file".into()));
+        }
+        if self.features.is_some() && !self.redact.is_empty() {
+            return Err((
+                "redact",
+                "set either `features` (what is kept) or `redact` (what is dropped), not both"
+                    .into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for label in &self.labels {
+            if label.trim().is_empty() || label.len() > MAX_LABEL_BYTES {
+                return Err((
+                    "labels",
+                    format!("each label must be 1..={MAX_LABEL_BYTES} bytes of text"),
+                ));
+            }
+            if !seen.insert(label) {
+                return Err(("labels", format!("`{label}` is listed twice")));
+            }
+        }
+        if self.max_pending == 0 {
+            return Err(("max_pending", "must be at least 1".into()));
+        }
+        if self.write_timeout_ms == 0 {
+            return Err(("write_timeout_ms", "must be greater than 0".into()));
+        }
+        if !(1..=10_000).contains(&self.max_batch) {
+            return Err(("max_batch", "must be within 1..=10000".into()));
+        }
+        Ok(())
+    }
+}

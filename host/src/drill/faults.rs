@@ -113,7 +113,8 @@ impl Fault {
 /// The cascade as the drill runs it: no breakers, hedging or cache (each would, correctly,
 /// stop calling a failing tier or answer without it, and the drill must see the tier's own
 /// reason on every request), no configured chaos (the drill injects its own), no audit file
-/// (a drill must not write production logs). Returns the copy and what was removed.
+/// and no review queue (a drill must not write production logs, nor put its broken copies'
+/// abstentions in front of reviewers). Returns the copy and what was removed.
 pub fn drill_base(config: &Config) -> (Config, Vec<String>) {
     let mut base = config.clone();
     let mut removed = Vec::new();
@@ -122,6 +123,9 @@ pub fn drill_base(config: &Config) -> (Config, Vec<String>) {
     }
     if base.cascade.audit_log.take().is_some() {
         removed.push("cascade.audit_log".to_string());
+    }
+    if base.escalation.take().is_some() {
+        removed.push("[escalation]".to_string());
     }
     for tier in &mut base.tiers {
         for (section, present) in [

@@ -158,6 +158,7 @@ mod tests {
             degraded: true,
             elapsed_us: 100,
             cache: None,
+            escalation: None,
             trail,
         }
     }

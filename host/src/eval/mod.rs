@@ -29,7 +29,8 @@ use std::time::Duration;
 pub use calibrate::{Calibration, CalibrationOutcome, TierCalibration, calibrate, calibrate_tiers};
 pub use data::{Dataset, LabeledRow, parse_labels, read_labeled_csv};
 pub use report::{
-    CURVE_THRESHOLDS, EvalOptions, EvalProgress, EvalReport, evaluate, hedging_comparison, markdown,
+    CURVE_THRESHOLDS, EscalationOutput, EscalationsWritten, EvalOptions, EvalProgress, EvalReport,
+    evaluate, hedging_comparison, markdown,
 };
 pub use scenario::{
     DEFAULT_SCENARIO_HEDGE_MS, HEAVY_TAIL_MS, HEAVY_TAIL_RATE, SHIFTED, Scenario, shifted,
@@ -42,7 +43,7 @@ pub use score::{
 
 use crate::answer::Answer;
 use crate::cascade::Cascade;
-use crate::config::Config;
+use crate::config::{Config, EscalationConfig};
 use crate::engine::TierEngine;
 use crate::error::ConfigError;
 use crate::policy::clock::ManualClock;
@@ -93,6 +94,9 @@ pub enum EvalError {
         known = Scenario::ALL.map(|s| s.name()).join(", ")
     )]
     UnknownScenario(String),
+    /// Escalations cannot be written as asked (`tierhost eval --escalations`).
+    #[error("escalations: {0}")]
+    Escalations(String),
     /// The replay rate is not a positive number of rows per second.
     #[error("the replay rate must be > 0 rows/s, got {0}")]
     Rate(f64),
@@ -138,17 +142,39 @@ pub struct ReplayCascade {
 
 /// Loads a scenario's cascade on `engine` with fresh policy state, for a replay at
 /// `rows_per_s`; fails if any tier does not load (a replay with a tier missing would measure
-/// another cascade). No audit file: eval must not write production logs.
+/// another cascade). No audit file and no review queue: eval must not write production logs
+/// nor put replayed rows in front of reviewers (see [`load_escalating`] for a queue of its own).
 pub async fn load_strict(
     engine: &TierEngine,
     config: &Config,
     rows_per_s: f64,
+) -> Result<ReplayCascade, EvalError> {
+    load_replay(engine, config, rows_per_s, None).await
+}
+
+/// [`load_strict`], with the replay's escalations committed to the queue of `escalation`
+/// (`tierhost eval --escalations`) instead of none.
+pub async fn load_escalating(
+    engine: &TierEngine,
+    config: &Config,
+    rows_per_s: f64,
+    escalation: &EscalationConfig,
+) -> Result<ReplayCascade, EvalError> {
+    load_replay(engine, config, rows_per_s, Some(escalation)).await
+}
+
+async fn load_replay(
+    engine: &TierEngine,
+    config: &Config,
+    rows_per_s: f64,
+    escalation: Option<&EscalationConfig>,
 ) -> Result<ReplayCascade, EvalError> {
     if !(rows_per_s.is_finite() && rows_per_s > 0.0) {
         return Err(EvalError::Rate(rows_per_s));
     }
     let mut config = config.clone();
     config.cascade.audit_log = None;
+    config.escalation = escalation.cloned();
     let clock = Arc::new(ManualClock::new());
     let memory = PolicyMemory::new(clock.clone());
     let cascade = Cascade::with_memory(engine.clone(), &config, &memory)

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::answer::EscalationReceipt;
 use crate::cascade::SAFE_DEFAULT;
-use crate::config::Config;
+use crate::config::{Config, EscalationConfig};
 use crate::engine::TierEngine;
 use crate::eval::{
     DEFAULT_ROWS_PER_S, Dataset, EvalError, LabeledRow, RunReport, Scenario, coverage_curve,
-    load_strict, plots, run, scored, single_tier_configs,
+    load_escalating, load_strict, plots, run, scored, single_tier_configs,
 };
 
 /// The `min_confidence` values at which the primary's accuracy vs coverage is reported.
@@ -28,17 +29,77 @@ pub struct EvalOptions {
     /// The request rate the replay stands for: the cascade's clock advances by
     /// `1 / rows_per_s` seconds per row.
     pub rows_per_s: f64,
+    /// Where the escalations of one scenario are committed; none by default (every other run
+    /// escalates nowhere).
+    pub escalations: Option<EscalationOutput>,
 }
 
 impl Default for EvalOptions {
-    /// Every scenario, positive class `1`, [`DEFAULT_ROWS_PER_S`].
+    /// Every scenario, positive class `1`, [`DEFAULT_ROWS_PER_S`], no escalations written.
     fn default() -> Self {
         Self {
             scenarios: Scenario::ALL.to_vec(),
             positive_label: "1".into(),
             rows_per_s: DEFAULT_ROWS_PER_S,
+            escalations: None,
         }
     }
+}
+
+/// The review queue one scenario's escalated rows are committed to (`tierhost eval
+/// --escalations FILE`): replayed rows a reviewer labels become training rows
+/// (`tierhost review export`).
+#[derive(Debug, Clone)]
+pub struct EscalationOutput {
+    /// The scenario whose escalations are written.
+    pub scenario: Scenario,
+    /// The `[escalation]` section they are written under; its `queue` is the file.
+    pub section: EscalationConfig,
+}
+
+impl EscalationOutput {
+    /// Escalations of `scenario` under `config` into the queue file `queue`: the config's own
+    /// `[escalation]` section (which tiers escalate, redaction, sync) with `queue` in place of
+    /// its file, or the defaults ([`EscalationConfig::new`]) when it has none. Fails when
+    /// nothing in this cascade would ever escalate.
+    pub fn new(config: &Config, scenario: Scenario, queue: PathBuf) -> Result<Self, EvalError> {
+        let section = match &config.escalation {
+            Some(section) => EscalationConfig {
+                queue,
+                ..section.clone()
+            },
+            None => EscalationConfig::new(queue),
+        };
+        if section.tiers.is_empty() && config.safe_default.abstain.is_none() {
+            return Err(EvalError::Escalations(format!(
+                "nothing in cascade `{}` ({}) would ever escalate: its [safe_default] does not \
+                 abstain and no [escalation] tiers are set; add [safe_default] abstain = \"...\" \
+                 (requests no tier serves then escalate) or escalation.tiers",
+                config.cascade.name,
+                config.source.display()
+            )));
+        }
+        section
+            .validate()
+            .map_err(|(field, problem)| EvalError::Escalations(format!("{field}: {problem}")))?;
+        Ok(Self { scenario, section })
+    }
+}
+
+/// What an evaluation committed to its review queue ([`EvalOptions::escalations`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct EscalationsWritten {
+    /// The scenario whose escalations were written.
+    pub scenario: Scenario,
+    /// The queue file.
+    pub queue: PathBuf,
+    /// Escalations committed to it.
+    pub recorded: usize,
+    /// Escalations that were not (queue full, write failed or timed out).
+    pub not_recorded: usize,
+    /// Why the first of those was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Where an evaluation is, for a progress display: reported when a run starts and after
@@ -61,6 +122,9 @@ pub struct EvalReport {
     pub config: PathBuf,
     /// The labeled CSV file.
     pub data: PathBuf,
+    /// The escalations written to a review queue, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalations: Option<EscalationsWritten>,
     /// The positive class, for AUC.
     pub positive_label: String,
     /// The first tier alone at each of [`CURVE_THRESHOLDS`]: `(min_confidence, coverage,
@@ -79,7 +143,9 @@ pub struct EvalReport {
 
 /// Replays `data` through `config` under every scenario of `options`, then through each tier
 /// alone, on `engine`, calling `progress` as it goes; fails if a run's cascade does not load
-/// (a tier that does not load would make every number about another cascade).
+/// (a tier that does not load would make every number about another cascade). Only the
+/// scenario of `options.escalations`, when set, escalates (to that queue); no run writes to
+/// the config's own queue.
 pub async fn evaluate(
     engine: &TierEngine,
     config: &Config,
@@ -88,6 +154,14 @@ pub async fn evaluate(
     mut progress: impl FnMut(EvalProgress<'_>),
 ) -> Result<EvalReport, EvalError> {
     let rows = &data.rows;
+    if let Some(output) = &options.escalations
+        && !options.scenarios.contains(&output.scenario)
+    {
+        return Err(EvalError::Escalations(format!(
+            "scenario `{}` is not among the scenarios run",
+            output.scenario.name()
+        )));
+    }
     let mut runs: Vec<(String, Config, Vec<LabeledRow>)> = options
         .scenarios
         .iter()
@@ -107,13 +181,23 @@ pub async fn evaluate(
     let mut done = 0;
     let mut reports = Vec::with_capacity(runs.len());
     let mut curve = Vec::new();
+    let mut escalations = None;
     for (i, (name, run_config, replay)) in runs.iter().enumerate() {
         progress(EvalProgress {
             run: name,
             done,
             total,
         });
-        let cascade = load_strict(engine, run_config, options.rows_per_s).await?;
+        let escalating = options
+            .escalations
+            .as_ref()
+            .filter(|o| i < primary_alone && options.scenarios[i] == o.scenario);
+        let cascade = match escalating {
+            Some(output) => {
+                load_escalating(engine, run_config, options.rows_per_s, &output.section).await?
+            }
+            None => load_strict(engine, run_config, options.rows_per_s).await?,
+        };
         let (report, answers) = run(name, &cascade, replay, &options.positive_label, || {
             done += 1;
             progress(EvalProgress {
@@ -123,6 +207,26 @@ pub async fn evaluate(
             });
         })
         .await;
+        if let Some(output) = escalating {
+            let written = escalations.get_or_insert_with(|| EscalationsWritten {
+                scenario: output.scenario,
+                queue: output.section.queue.clone(),
+                recorded: 0,
+                not_recorded: 0,
+                problem: None,
+            });
+            for receipt in answers.iter().filter_map(|a| a.escalation.as_ref()) {
+                match receipt {
+                    EscalationReceipt::Recorded { .. } => written.recorded += 1,
+                    EscalationReceipt::NotRecorded { problem, detail } => {
+                        written.not_recorded += 1;
+                        written
+                            .problem
+                            .get_or_insert_with(|| format!("{}: {detail}", problem.as_str()));
+                    }
+                }
+            }
+        }
         if i == primary_alone {
             let answers = scored(rows, &answers, &run_config.tiers[0].name);
             curve = coverage_curve(&answers, rows.len(), &CURVE_THRESHOLDS);
@@ -132,6 +236,7 @@ pub async fn evaluate(
     Ok(EvalReport {
         config: config.source.clone(),
         data: data.path.clone(),
+        escalations,
         positive_label: options.positive_label.clone(),
         primary_coverage_curve: curve,
         rows: rows.len(),

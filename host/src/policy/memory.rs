@@ -26,6 +26,13 @@ pub struct PolicyMemory {
     observer: Option<Arc<dyn PolicyObserver>>,
     states: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
     audit: Mutex<Option<Arc<AuditLog>>>,
+    #[cfg(feature = "escalation")]
+    escalation: Mutex<
+        Option<(
+            crate::config::EscalationConfig,
+            Arc<crate::escalation::EscalationQueue>,
+        )>,
+    >,
 }
 
 impl Default for PolicyMemory {
@@ -42,6 +49,8 @@ impl PolicyMemory {
             observer: None,
             states: Mutex::new(HashMap::new()),
             audit: Mutex::new(None),
+            #[cfg(feature = "escalation")]
+            escalation: Mutex::new(None),
         }
     }
 
@@ -103,5 +112,29 @@ impl PolicyMemory {
         let log = Arc::new(AuditLog::open(path, max_bytes, keep)?);
         *current = Some(log.clone());
         Ok(log)
+    }
+
+    /// The escalation queue at `path`: the one already open when the path and the writer's
+    /// settings are the same (a reload keeps one writer), else a new one.
+    #[cfg(feature = "escalation")]
+    pub fn escalation_queue(
+        &self,
+        path: &Path,
+        config: &crate::config::EscalationConfig,
+    ) -> Result<Arc<crate::escalation::EscalationQueue>, crate::escalation::QueueError> {
+        let same = |open: &crate::config::EscalationConfig| {
+            (open.sync, open.max_pending, open.max_batch)
+                == (config.sync, config.max_pending, config.max_batch)
+        };
+        let mut current = self.escalation.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((open, queue)) = current.as_ref()
+            && queue.path() == path
+            && same(open)
+        {
+            return Ok(queue.clone());
+        }
+        let queue = Arc::new(crate::escalation::EscalationQueue::open(path, config)?);
+        *current = Some((config.clone(), queue.clone()));
+        Ok(queue)
     }
 }

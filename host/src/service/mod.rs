@@ -123,8 +123,9 @@ impl CascadeService {
     }
 
     /// Answers one request. Never fails and never waits for capacity: when the host is
-    /// saturated the safe default answers at once (`shed`), and a request is never held past
-    /// its budget.
+    /// saturated the safe default answers at once (`shed`), and the cascade never holds a
+    /// request past its budget. An answer that escalates is then committed to the review queue
+    /// (at most `escalation.write_timeout_ms` more) before it is returned.
     pub async fn predict(&self, request: &Request) -> Answer {
         let started = Instant::now();
         // In-flight requests keep the cascade they started with across a hot swap.
@@ -144,7 +145,7 @@ impl CascadeService {
             Ok(_permit) => {
                 self.metrics.in_flight().inc();
                 let result =
-                    tokio::time::timeout(cascade.budget() + BUDGET_GRACE, cascade.predict(request))
+                    tokio::time::timeout(cascade.budget() + BUDGET_GRACE, cascade.decide(request))
                         .await;
                 self.metrics.in_flight().dec();
                 match result {
@@ -157,7 +158,10 @@ impl CascadeService {
                 }
             }
         };
+        let answer = cascade.escalate(request, answer).await;
         self.metrics.observe(&answer);
+        self.metrics
+            .escalation(cascade.name(), answer.escalation.as_ref());
         self.alerts.observe(&answer, self.uptime_s());
         answer
     }
@@ -229,6 +233,22 @@ impl CascadeService {
             );
         }
         events
+    }
+
+    /// The metrics in the Prometheus text format, with the review queue's backlog read now.
+    pub fn render_metrics(&self) -> String {
+        #[cfg(feature = "escalation")]
+        if let Some(escalation) = self.current().cascade.escalation() {
+            match escalation.queue().store().stats() {
+                Ok(stats) => self.metrics.escalation_backlog(
+                    self.current().cascade.name(),
+                    stats.pending,
+                    stats.oldest_pending_s,
+                ),
+                Err(error) => tracing::warn!(%error, "cannot read the escalation backlog"),
+            }
+        }
+        self.metrics.render()
     }
 
     /// Flushes the audit log (on shutdown).

@@ -124,11 +124,16 @@ impl Bench {
             None,
         );
         let http = Http::new(&server.base);
-        self.runtime
-            .block_on(common::wait_for("tierhost serve to answer /healthz", async || {
-                assert!(server.alive(), "tierhost serve exited before it was healthy");
+        self.runtime.block_on(common::wait_for(
+            "tierhost serve to answer /healthz",
+            async || {
+                assert!(
+                    server.alive(),
+                    "tierhost serve exited before it was healthy"
+                );
                 matches!(http.try_send("GET", "/healthz", "").await, Ok((200, _))).then_some(())
-            }));
+            },
+        ));
         (server, dir)
     }
 
@@ -220,7 +225,9 @@ fn main() {
         bench.dir.path().display()
     );
     if pinned {
-        println!("load generator pinned to core 0, the server (its whole process tree) to core 1 (taskset)");
+        println!(
+            "load generator pinned to core 0, the server (its whole process tree) to core 1 (taskset)"
+        );
     } else {
         println!("NOT pinned: load generator and server share the cores");
     }

@@ -177,7 +177,9 @@ async fn a_full_or_locked_queue_answers_not_recorded_and_the_request_is_still_an
             trap_tier()
         ),
     );
-    let cascade = Cascade::with_engine(common::engine(), &stuck).await.unwrap();
+    let cascade = Cascade::with_engine(common::engine(), &stuck)
+        .await
+        .unwrap();
     let holder = rusqlite_lock(&dir.path().join("stuck.db"));
     let answer = cascade.predict(&request("s1")).await;
     match answer.escalation {

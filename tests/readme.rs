@@ -9,6 +9,9 @@ use tierhost::Config;
 /// A config with every section present and every optional field left out.
 const ALL_SECTIONS: &str = r#"
 [cache]
+[escalation]
+queue = "q.db"
+tiers = ["b"]
 [[tier]]
 name = "a"
 plugin = "builtin:rules"
@@ -24,8 +27,13 @@ name = "b"
 plugin = "builtin:rules"
 "#;
 
-/// Fields `ALL_SECTIONS` has to set (a hedge needs a delay), so their defaults cannot show.
-const SET_BY_THIS_TEST: &[(&str, &str)] = &[("[tier.hedge]", "after_ms")];
+/// Fields `ALL_SECTIONS` has to set (a hedge needs a delay, a queue its file and something that
+/// escalates), so their defaults cannot show.
+const SET_BY_THIS_TEST: &[(&str, &str)] = &[
+    ("[tier.hedge]", "after_ms"),
+    ("[escalation]", "queue"),
+    ("[escalation]", "tiers"),
+];
 
 /// README section heading (its first backticked word) -> the section's defaults, as JSON.
 fn actual_defaults() -> BTreeMap<&'static str, Value> {
@@ -44,6 +52,7 @@ fn actual_defaults() -> BTreeMap<&'static str, Value> {
         ("[tier.accept]", json(&tier.accept)),
         ("[safe_default]", json(&config.safe_default)),
         ("[cache]", json(config.cache.as_ref().unwrap())),
+        ("[escalation]", json(config.escalation.as_ref().unwrap())),
         ("[engine]", json(&config.engine)),
         ("[server]", json(&config.server)),
         ("[alerts]", json(&config.alerts)),

@@ -189,7 +189,11 @@ fn review(args: ReviewArgs) -> Result<ExitCode> {
             note,
             by,
         } => {
-            let by = by.or_else(|| std::env::var("USER").ok());
+            let by = by.or_else(|| {
+                std::env::var("USER")
+                    .or_else(|_| std::env::var("LOGNAME"))
+                    .ok()
+            });
             match store.resolve(&id, &label, note.as_deref(), by.as_deref(), &review_labels) {
                 Ok(item) => println!("resolved {} ({}) as `{label}`", item.id, item.request_id),
                 Err(

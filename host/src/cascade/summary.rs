@@ -41,6 +41,25 @@ impl Cascade {
                 Err(e) => writeln!(out, "  FAIL  {name:<14} plugin {}: {e}", tier.config.plugin),
             };
         }
+        #[cfg(feature = "escalation")]
+        if let Some(escalation) = self.escalation() {
+            let queue = escalation.queue();
+            let backlog = match queue.store().stats() {
+                Ok(s) => format!("{} pending, oldest {:.0} s", s.pending, s.oldest_pending_s),
+                Err(e) => format!("unreadable: {e}"),
+            };
+            let _ = writeln!(
+                out,
+                "  escalation: abstentions{} -> {} ({backlog})",
+                escalation
+                    .config()
+                    .tiers
+                    .iter()
+                    .map(|t| format!(", {t}"))
+                    .collect::<String>(),
+                queue.path().display()
+            );
+        }
         out
     }
 }

@@ -10,10 +10,12 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 # Debian packages the tests use for real: promtool (package `prometheus`) checks the /metrics
 # exposition in tests/server.rs; redis-server backs the shared prediction cache in
-# tests/cache_redis.rs (each test starts its own on a loopback port).
+# tests/cache_redis.rs (each test starts its own on a loopback port); Chromium and its
+# WebDriver drive the review page in tests/review_page.rs (headless, on loopback).
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     sudo_cmd=""

@@ -344,6 +344,11 @@ async fn reviewers_list_and_resolve_over_http_behind_the_token_and_metrics_show_
         .map(|i| i["id"].as_str().unwrap())
         .collect();
     assert_eq!(listed, ids, "pending items oldest first");
+    let (_, raw) = admin.get("/v1/escalations").await;
+    assert!(
+        raw.find("\"amount\"") < raw.find("\"account_age_days\""),
+        "features keep the caller's order in the list: {raw}"
+    );
     assert_eq!(list["items"][0]["trail"][0]["reason"]["kind"], "trap");
 
     let resolve = |id: &str, body: &str| {

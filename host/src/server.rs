@@ -429,14 +429,24 @@ mod review {
             Ok::<_, crate::escalation::QueueError>((store.list(status, limit)?, store.stats()?))
         })
         .await;
+        /// The list as sent: items serialize through their own type, so features keep the
+        /// caller's order (a `json!` value would sort them).
+        #[derive(Serialize)]
+        struct Listing<'a> {
+            cascade: &'a str,
+            labels: Vec<String>,
+            pending: u64,
+            oldest_pending_s: f64,
+            items: Vec<crate::escalation::Escalation>,
+        }
         match result {
-            Ok(Ok((items, stats))) => axum::Json(json!({
-                "cascade": state.service.current().cascade.name(),
-                "labels": labels,
-                "pending": stats.pending,
-                "oldest_pending_s": stats.oldest_pending_s,
-                "items": items,
-            }))
+            Ok(Ok((items, stats))) => axum::Json(Listing {
+                cascade: state.service.current().cascade.name(),
+                labels,
+                pending: stats.pending,
+                oldest_pending_s: stats.oldest_pending_s,
+                items,
+            })
             .into_response(),
             Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             Err(response) => response,

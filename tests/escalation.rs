@@ -387,6 +387,22 @@ async fn reviewers_list_and_resolve_over_http_behind_the_token_and_metrics_show_
     assert_eq!(resolved["items"].as_array().unwrap().len(), 1);
     assert_eq!(admin.get("/v1/escalations?status=maybe").await.0, 400);
 
+    // A batch's escalations are committed together, each with its own receipt.
+    let batch = format!(
+        r#"{{"requests":[{},{}]}}"#,
+        common::request_json("b1"),
+        common::request_json("b2")
+    );
+    let (status, body) = anonymous.send("POST", "/v1/predict/batch", batch).await;
+    assert_eq!(status, 200, "{body}");
+    let answers: Value = serde_json::from_str(&body).unwrap();
+    for answer in answers["answers"].as_array().unwrap() {
+        assert_eq!(answer["escalation"]["status"], "recorded", "{answer}");
+        let id = answer["escalation"]["id"].as_str().unwrap();
+        let item = admin.get_json(&format!("/v1/escalations/{id}")).await;
+        assert_eq!(item["request_id"], answer["request_id"]);
+    }
+
     let metric = |name: &str| {
         let http = anonymous.clone();
         let name = name.to_string();
@@ -394,11 +410,11 @@ async fn reviewers_list_and_resolve_over_http_behind_the_token_and_metrics_show_
     };
     assert_eq!(
         metric("tierhost_escalations_total{cascade=\"fraud\"}").await,
-        3.0
+        5.0
     );
     assert_eq!(
         metric("tierhost_escalations_pending{cascade=\"fraud\"}").await,
-        2.0
+        4.0
     );
     wait_for("the oldest pending escalation to age", async || {
         (metric("tierhost_escalation_oldest_pending_seconds{cascade=\"fraud\"}").await > 0.0)

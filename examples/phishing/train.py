@@ -38,11 +38,19 @@ What it does, in order:
    test of the primary, the small model, the one-line analyst rule, the ordered rule list and
    the majority class. Everything is printed too.
 
+Reviewed escalations: ``train.py --reviewed reviewed.csv`` (repeatable) appends rows that
+analysts labeled in tierhost's review queue to the training split before fitting (the CSV that
+``tierhost review export --format csv --labels 1=phishing,0=legitimate`` writes: the 9 feature
+columns, in any order, then ``label``). The data/*.csv files stay the river split; the models
+and metrics then include the reviewed rows. Without ``--reviewed`` the run is the
+deterministic one above.
+
 Exit status is non-zero if any verification fails.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
@@ -184,6 +192,32 @@ def split(X: np.ndarray, y: np.ndarray):
     rest, test = train_test_split(idx, test_size=0.2, stratify=y, random_state=SEED)
     train, val = train_test_split(rest, test_size=0.25, stratify=y[rest], random_state=SEED)
     return {"train": np.sort(train), "validation": np.sort(val), "test": np.sort(test)}
+
+
+def read_reviewed(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Labeled rows exported from tierhost's review queue (see the module docstring)."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        if sorted(header) != sorted([*names, "label"]):
+            raise SystemExit(
+                f"{path}: columns {header} are not the 9 features + label "
+                f"({', '.join(names)}, label)"
+            )
+        X, y = [], []
+        for line, row in enumerate(reader, start=2):
+            try:
+                X.append([float(row[n]) for n in names])
+                label = int(row["label"])
+            except ValueError as e:
+                raise SystemExit(f"{path}:{line}: {e}") from None
+            if label not in (0, 1):
+                raise SystemExit(f"{path}:{line}: label {label} is not 0 or 1")
+            y.append(label)
+    return (
+        np.array(X, dtype=np.float64).reshape(-1, len(names)),
+        np.array(y, dtype=np.int64),
+    )
 
 
 def fmt(v: float) -> str:
@@ -522,6 +556,15 @@ def sha256(path: Path) -> str:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--reviewed",
+        type=Path,
+        action="append",
+        default=[],
+        help="CSV of reviewed escalations (tierhost review export) to add to the training split",
+    )
+    args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
     MODELS.mkdir(exist_ok=True)
     failures: list[str] = []
@@ -545,6 +588,10 @@ def main() -> int:
         write_csv(DATA / f"{k}.csv", names, Xs, ys)
         print(f"  {k:<10} {len(ys):>4} rows, {ys.mean():.1%} phishing -> data/{k}.csv")
     Xtr, ytr = sets["train"]
+    for path in args.reviewed:
+        Xr, yr = read_reviewed(path, names)
+        Xtr, ytr = np.vstack([Xtr, Xr]), np.concatenate([ytr, yr])
+        print(f"  + {len(yr)} reviewed rows from {path} ({yr.mean():.1%} phishing) in training")
     seen = {tuple(r) for r in Xtr}
     overlap = {
         k: int(sum(tuple(r) in seen for r in sets[k][0])) for k in ("validation", "test")

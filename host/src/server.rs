@@ -207,10 +207,7 @@ async fn predict_batch(State(state): State<AppState>, body: Bytes) -> Response {
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("requests[{i}]: {e}")),
         }
     }
-    let mut answers = Vec::with_capacity(requests.len());
-    for request in &requests {
-        answers.push(state.service.predict(request).await);
-    }
+    let answers = state.service.predict_batch(&requests).await;
     axum::Json(json!({ "answers": answers })).into_response()
 }
 

@@ -183,6 +183,22 @@ impl Cascade {
         answer
     }
 
+    /// [`Self::escalate`] for many answers at once (`requests[i]` answered by `answers[i]`):
+    /// every escalation is queued before any is waited for, so they share commits.
+    pub async fn escalate_all(
+        &self,
+        requests: &[Request],
+        mut answers: Vec<Answer>,
+    ) -> Vec<Answer> {
+        if let Some(escalation) = &self.escalation {
+            let receipts = escalation.submit_all(requests.iter().zip(&answers)).await;
+            for (answer, receipt) in answers.iter_mut().zip(receipts) {
+                answer.escalation = receipt;
+            }
+        }
+        answers
+    }
+
     /// The safe default's answer without calling any tier, for a request the host cannot take
     /// on (saturated, or past its budget): every tier is recorded as skipped with `reason`.
     pub fn answer_without_tiers(

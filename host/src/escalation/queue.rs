@@ -506,7 +506,6 @@ type EscalationProblemDetail = (EscalationProblem, String);
 pub struct EscalationQueue {
     store: EscalationStore,
     jobs: mpsc::Sender<(NewRow, Ack)>,
-    sync: QueueSync,
 }
 
 impl EscalationQueue {
@@ -528,11 +527,7 @@ impl EscalationQueue {
                 path: path.to_path_buf(),
                 message: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok(Self {
-            store,
-            jobs,
-            sync: config.sync,
-        })
+        Ok(Self { store, jobs })
     }
 
     /// The queue file.
@@ -543,35 +538,6 @@ impl EscalationQueue {
     /// Reading and resolving.
     pub fn store(&self) -> &EscalationStore {
         &self.store
-    }
-
-    /// The durability the writer was opened with (a reload that changes it reopens the queue).
-    pub fn sync(&self) -> QueueSync {
-        self.sync
-    }
-
-    async fn append(&self, row: NewRow, timeout: Duration) -> Result<(), EscalationProblemDetail> {
-        let (ack, done) = oneshot::channel();
-        let closed = || {
-            (
-                EscalationProblem::Failed,
-                QueueError::Closed(self.path().to_path_buf()).to_string(),
-            )
-        };
-        let write = async {
-            self.jobs.send((row, ack)).await.map_err(|_| closed())?;
-            done.await.map_err(|_| closed())?
-        };
-        match tokio::time::timeout(timeout, write).await {
-            Ok(result) => result,
-            Err(_) => Err((
-                EscalationProblem::Timeout,
-                format!(
-                    "not confirmed within {} ms (escalation.write_timeout_ms)",
-                    timeout.as_millis()
-                ),
-            )),
-        }
     }
 }
 
@@ -721,36 +687,92 @@ impl Escalator {
         request: &Request,
         answer: &Answer,
     ) -> Option<EscalationReceipt> {
-        if !escalates(&self.config, answer) {
-            return None;
-        }
-        let id = uuid::Uuid::now_v7().to_string();
-        let row = NewRow {
-            id: id.clone(),
-            created_ms: now_ms(),
-            cascade: self.cascade.clone(),
-            config_digest: self.config_digest.clone(),
-            request_id: request.id.clone(),
-            features: json(&self.redaction.view(&request.features)),
-            decision: json(&answer.decision),
-            served_by: answer.served_by.tier.clone(),
-            trail: json(&answer.trail),
-        };
+        self.submit_all(std::iter::once((request, answer)))
+            .await
+            .pop()
+            .flatten()
+    }
+
+    /// [`Self::submit`] for many answers: every row is handed to the writer before any commit
+    /// is waited for, so they share commits; all within one `write_timeout_ms`.
+    pub(crate) async fn submit_all<'a>(
+        &self,
+        answered: impl Iterator<Item = (&'a Request, &'a Answer)>,
+    ) -> Vec<Option<EscalationReceipt>> {
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
-        Some(match self.queue.append(row, timeout).await {
-            Ok(()) => EscalationReceipt::Recorded { id },
-            Err((problem, detail)) => {
-                tracing::warn!(
-                    target: "tierhost::escalation",
-                    cascade = %self.cascade,
-                    request_id = %request.id,
-                    problem = problem.as_str(),
-                    %detail,
-                    "escalation not recorded"
-                );
-                EscalationReceipt::NotRecorded { problem, detail }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || {
+            (
+                EscalationProblem::Timeout,
+                format!(
+                    "not confirmed within {} ms (escalation.write_timeout_ms)",
+                    timeout.as_millis()
+                ),
+            )
+        };
+        let closed = || {
+            (
+                EscalationProblem::Failed,
+                QueueError::Closed(self.queue.path().to_path_buf()).to_string(),
+            )
+        };
+        let mut pending = Vec::new();
+        for (request, answer) in answered {
+            if !escalates(&self.config, answer) {
+                pending.push(None);
+                continue;
             }
-        })
+            let id = uuid::Uuid::now_v7().to_string();
+            let row = NewRow {
+                id: id.clone(),
+                created_ms: now_ms(),
+                cascade: self.cascade.clone(),
+                config_digest: self.config_digest.clone(),
+                request_id: request.id.clone(),
+                features: json(&self.redaction.view(&request.features)),
+                decision: json(&answer.decision),
+                served_by: answer.served_by.tier.clone(),
+                trail: json(&answer.trail),
+            };
+            let (ack, done) = oneshot::channel();
+            let sent =
+                match tokio::time::timeout_at(deadline, self.queue.jobs.send((row, ack))).await {
+                    Ok(Ok(())) => Ok(done),
+                    Ok(Err(_)) => Err(closed()),
+                    Err(_) => Err(timed_out()),
+                };
+            pending.push(Some((id, request, sent)));
+        }
+        let mut receipts = Vec::with_capacity(pending.len());
+        for entry in pending {
+            let Some((id, request, sent)) = entry else {
+                receipts.push(None);
+                continue;
+            };
+            let outcome = match sent {
+                Ok(done) => match tokio::time::timeout_at(deadline, done).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(closed()),
+                    Err(_) => Err(timed_out()),
+                },
+                Err(problem) => Err(problem),
+            };
+            receipts.push(Some(match outcome {
+                Ok(()) => EscalationReceipt::Recorded { id },
+                Err((problem, detail)) => {
+                    tracing::warn!(
+                        target: "tierhost::escalation",
+                        cascade = %self.cascade,
+                        request_id = %request.id,
+                        problem = problem.as_str(),
+                        %detail,
+                        "escalation not recorded"
+                    );
+                    EscalationReceipt::NotRecorded { problem, detail }
+                }
+            }));
+        }
+        receipts
     }
 }
 
@@ -852,6 +874,15 @@ fn cell(value: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl EscalationQueue {
+        /// One row, waited for without a timeout.
+        async fn append(&self, row: NewRow, _: Duration) -> Result<(), EscalationProblemDetail> {
+            let (ack, done) = oneshot::channel();
+            self.jobs.send((row, ack)).await.expect("writer runs");
+            done.await.expect("writer answers")
+        }
+    }
 
     fn row(id: &str) -> NewRow {
         NewRow {

@@ -127,11 +127,33 @@ impl CascadeService {
     /// request past its budget. An answer that escalates is then committed to the review queue
     /// (at most `escalation.write_timeout_ms` more) before it is returned.
     pub async fn predict(&self, request: &Request) -> Answer {
-        let started = Instant::now();
         // In-flight requests keep the cascade they started with across a hot swap.
         let loaded = self.current.load_full();
-        let cascade = &loaded.cascade;
-        let answer = match self.in_flight.try_acquire() {
+        let answer = self.decide(&loaded.cascade, request).await;
+        let answer = loaded.cascade.escalate(request, answer).await;
+        self.record(&loaded.cascade, &answer);
+        answer
+    }
+
+    /// Answers `requests` one after the other, like [`Self::predict`] each, except that their
+    /// escalations are committed together at the end (one group commit, not one per request).
+    pub async fn predict_batch(&self, requests: &[Request]) -> Vec<Answer> {
+        let loaded = self.current.load_full();
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            answers.push(self.decide(&loaded.cascade, request).await);
+        }
+        let answers = loaded.cascade.escalate_all(requests, answers).await;
+        for answer in &answers {
+            self.record(&loaded.cascade, answer);
+        }
+        answers
+    }
+
+    /// The cascade's answer under the host-wide bulkhead and the budget, not yet escalated.
+    async fn decide(&self, cascade: &Cascade, request: &Request) -> Answer {
+        let started = Instant::now();
+        match self.in_flight.try_acquire() {
             Err(_) => {
                 self.metrics.shed();
                 cascade.answer_without_tiers(
@@ -157,13 +179,15 @@ impl CascadeService {
                     ),
                 }
             }
-        };
-        let answer = cascade.escalate(request, answer).await;
-        self.metrics.observe(&answer);
+        }
+    }
+
+    /// Metrics and alerts of one final answer.
+    fn record(&self, cascade: &Cascade, answer: &Answer) {
+        self.metrics.observe(answer);
         self.metrics
             .escalation(cascade.name(), answer.escalation.as_ref());
-        self.alerts.observe(&answer, self.uptime_s());
-        answer
+        self.alerts.observe(answer, self.uptime_s());
     }
 
     fn publish_tiers(&self) {

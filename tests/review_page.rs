@@ -244,6 +244,9 @@ async fn pending_ids(browser: &Client) -> Vec<String> {
     ids
 }
 
+/// A feature value a caller could send: HTML that would change the page title if rendered.
+const HOSTILE: &str = "<img src=x onerror=\"document.title='pwned'\">";
+
 async fn text_of(browser: &Client, id: &str) -> String {
     match browser.find(Locator::Id(id)).await {
         Ok(element) => element.text().await.unwrap_or_default(),
@@ -258,8 +261,12 @@ async fn analyst_resolves_an_escalation_on_the_review_page() {
     let (_server, http) = serve(dir.path()).await;
 
     // Five real rows, each escalated: abstained by the safe default and recorded in the queue.
+    // The last one also carries caller-controlled text that is HTML: the page must show it as
+    // text, never run it.
+    let mut requests = phishing_requests(REQUESTS);
+    requests[REQUESTS - 1]["features"]["pasted_note"] = json!(HOSTILE);
     let mut escalated = Vec::new();
-    for request in phishing_requests(REQUESTS) {
+    for request in requests {
         let (status, answer) = http.predict_with(request.to_string()).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["decision"]["outcome"], "abstain", "{answer}");
@@ -324,6 +331,26 @@ async fn analyst_resolves_an_escalation_on_the_review_page() {
     })
     .await;
     assert_eq!(pending_ids(&browser).await, escalated);
+    let hostile = browser
+        .find(Locator::Css(&format!(
+            "[data-escalation-id=\"{}\"]",
+            escalated[REQUESTS - 1]
+        )))
+        .await
+        .unwrap();
+    assert!(
+        hostile.text().await.unwrap().contains("<img src=x"),
+        "the HTML in a feature is shown as text"
+    );
+    assert!(
+        browser
+            .find_all(Locator::Css("[data-escalation-id] img"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a feature's HTML became an element"
+    );
+    assert_ne!(browser.title().await.unwrap(), "pwned");
     assert_eq!(
         text_of(&browser, "pending-count").await,
         pending_before.to_string()

@@ -143,10 +143,7 @@ pub fn router_with(service: Arc<CascadeService>, auth: AdminAuth) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         );
     #[cfg(feature = "escalation")]
-    let public = public.route(
-        "/review",
-        get(|| async { axum::response::Html(REVIEW_PAGE) }),
-    );
+    let public = public.route("/review", get(review_page));
     public
         .merge(admin)
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
@@ -352,6 +349,27 @@ async fn admin_breaker(
         Ok(s) => axum::Json(json!({ "tier": name, "state": s })).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
     }
+}
+
+/// The review page, with a content security policy that lets it run its own inline script and
+/// talk to this server only (a request's text is shown as text; even if some were ever
+/// rendered as HTML, it could load nothing and send nothing elsewhere).
+#[cfg(feature = "escalation")]
+async fn review_page() -> Response {
+    (
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+                 frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        axum::response::Html(REVIEW_PAGE),
+    )
+        .into_response()
 }
 
 /// The review queue's endpoints (`/v1/escalations*`).

@@ -316,18 +316,13 @@ async fn reviewers_list_and_resolve_over_http_behind_the_token_and_metrics_show_
         ids.push(answer["escalation"]["id"].as_str().unwrap().to_string());
     }
 
-    // Without the token (or with a wrong one): 401, on the queue and on /admin alike.
-    for client in [&anonymous, &anonymous.with_bearer("wrong")] {
-        assert_eq!(client.get("/v1/escalations").await.0, 401);
-        assert_eq!(client.send("POST", "/admin/reload", "").await.0, 401);
-        let (status, _) = client
-            .send(
-                "POST",
-                &format!("/v1/escalations/{}/resolve", ids[0]),
-                r#"{"label":"fraud"}"#,
-            )
-            .await;
-        assert_eq!(status, 401);
+    // Without the token: 401; with a wrong one: 403; on the queue and on /admin alike.
+    for (client, expected) in [(&anonymous, 401), (&anonymous.with_bearer("wrong"), 403)] {
+        assert_eq!(client.get("/v1/escalations").await.0, expected);
+        assert_eq!(client.send("POST", "/admin/reload", "").await.0, expected);
+        let resolve = format!("/v1/escalations/{}/resolve", ids[0]);
+        let (status, _) = client.send("POST", &resolve, r#"{"label":"fraud"}"#).await;
+        assert_eq!(status, expected);
     }
     // The page itself carries no data and needs no token.
     let (status, page) = anonymous.get("/review").await;

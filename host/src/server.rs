@@ -64,17 +64,24 @@ impl AdminAuth {
         self.token_digest.is_some()
     }
 
-    fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
+    /// `Ok` when the request may pass; else the status to answer: 401 without a bearer token,
+    /// 403 with a wrong one.
+    fn check(&self, headers: &axum::http::HeaderMap) -> Result<(), StatusCode> {
         let Some(expected) = &self.token_digest else {
-            return true;
+            return Ok(());
         };
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .map(str::trim)
+            .ok_or(StatusCode::UNAUTHORIZED)?;
         // Digests are compared, so the comparison's timing says nothing about the token.
-        given.is_some_and(|t| sha2::Sha256::digest(t.as_bytes()).as_slice() == expected)
+        if sha2::Sha256::digest(given.as_bytes()).as_slice() == expected {
+            Ok(())
+        } else {
+            Err(StatusCode::FORBIDDEN)
+        }
     }
 }
 
@@ -83,20 +90,26 @@ async fn require_admin(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if auth.allows(request.headers()) {
-        next.run(request).await
-    } else {
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "admin endpoint: send `Authorization: Bearer <token>` (the token in {ADMIN_TOKEN_ENV})"
-            ),
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        response
+    match auth.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(status) => {
+            let problem = if status == StatusCode::UNAUTHORIZED {
+                "no bearer token"
+            } else {
+                "the bearer token is wrong"
+            };
+            let mut response = error(
+                status,
+                format!(
+                    "admin endpoint: {problem}; send `Authorization: Bearer <token>` (the token in {ADMIN_TOKEN_ENV})"
+                ),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
     }
 }
 

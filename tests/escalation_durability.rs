@@ -219,7 +219,10 @@ async fn check_queue(server: &Served, queue: &Path, seen: &Round) {
                 assert_eq!(&item.request_id, request_id);
                 assert_eq!(item.decision, answer["decision"]);
                 assert_eq!(item.trail, answer["trail"]);
-                assert_eq!(item.served_by, answer["served_by"]["tier"].as_str().unwrap());
+                assert_eq!(
+                    item.served_by,
+                    answer["served_by"]["tier"].as_str().unwrap()
+                );
             }
             // Committed, and the server died before the answer reached its client.
             None => assert!(

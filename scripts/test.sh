@@ -122,6 +122,8 @@ cargo bench --bench sandbox -- --smoke
 
 echo '==> soak, short version (20,000 requests with 20% mixed primary faults and hot swaps; the 1M run: cargo bench --bench soak)'
 cargo bench --bench soak -- --smoke
+echo '==> escalation queue bench, short version (queue off / sync = normal / sync = full over HTTP; the full run: cargo bench --bench escalation)'
+cargo bench --bench escalation -- --smoke
 
 # Fuzzing (README "Supply chain and fuzzing"): coverage-guided libFuzzer through cargo-fuzz on
 # the stable toolchain (`--sanitizer none`: no nightly, no RUSTC_BOOTSTRAP). A short run of

@@ -392,17 +392,19 @@ mod review {
     use crate::escalation::{EscalationQueue, ResolveError, Status};
     use axum::extract::Query;
 
-    /// The queue and the review labels of the cascade serving now, or the 404 that says
-    /// there is none.
-    fn queue(state: &AppState) -> Result<(Arc<EscalationQueue>, Vec<String>), Response> {
+    /// The queue and the review labels of the cascade serving now.
+    fn queue(state: &AppState) -> Option<(Arc<EscalationQueue>, Vec<String>)> {
         let live = state.service.current();
-        match live.cascade.escalation() {
-            Some(e) => Ok((e.queue().clone(), e.config().labels.clone())),
-            None => Err(error(
-                StatusCode::NOT_FOUND,
-                "no escalation queue: add an [escalation] section (queue = \"...\") to the config",
-            )),
-        }
+        let e = live.cascade.escalation()?;
+        Some((e.queue().clone(), e.config().labels.clone()))
+    }
+
+    /// The 404 of a cascade without a queue.
+    fn no_queue() -> Response {
+        error(
+            StatusCode::NOT_FOUND,
+            "no escalation queue: add an [escalation] section (queue = \"...\") to the config",
+        )
     }
 
     /// Runs a blocking queue call off the async workers.
@@ -448,9 +450,8 @@ mod review {
             }
         };
         let limit = query.limit.unwrap_or(100).min(MAX_LIST);
-        let (queue, labels) = match queue(&state) {
-            Ok(q) => q,
-            Err(response) => return response,
+        let Some((queue, labels)) = queue(&state) else {
+            return no_queue();
         };
         let result = blocking(move || {
             let store = queue.store();
@@ -485,9 +486,8 @@ mod review {
         State(state): State<AppState>,
         UrlPath(id): UrlPath<String>,
     ) -> Response {
-        let (queue, _) = match queue(&state) {
-            Ok(q) => q,
-            Err(response) => return response,
+        let Some((queue, _)) = queue(&state) else {
+            return no_queue();
         };
         let wanted = id.clone();
         match blocking(move || queue.store().get(&wanted)).await {
@@ -523,9 +523,8 @@ mod review {
                 );
             }
         };
-        let (queue, labels) = match queue(&state) {
-            Ok(q) => q,
-            Err(response) => return response,
+        let Some((queue, labels)) = queue(&state) else {
+            return no_queue();
         };
         let result = blocking(move || {
             queue.store().resolve(

@@ -76,7 +76,7 @@ impl Serialize for RedactedFeatures<'_> {
 /// served by one of `config.tiers`.
 pub fn escalates(config: &EscalationConfig, answer: &Answer) -> bool {
     matches!(answer.decision, Decision::Abstain { .. })
-        || config.tiers.iter().any(|t| *t == answer.served_by.tier)
+        || config.tiers.contains(&answer.served_by.tier)
 }
 
 /// Without the `escalation` feature there is no queue; a config asking for one is refused at

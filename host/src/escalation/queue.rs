@@ -27,14 +27,21 @@ const SCHEMA_VERSION: i64 = 1;
 /// How long a connection waits for another writer (a reviewer resolving while the server
 /// commits) before it reports the database busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the writer re-counts pending items (reviewers resolve from other connections).
-const RECOUNT_EVERY: Duration = Duration::from_secs(1);
+/// The writer counts its own inserts; reviewers resolving from other connections only lower the
+/// real count, so it re-counts (an O(pending) query) when the queue looks full, at most this
+/// often...
+const RECOUNT_WHEN_FULL: Duration = Duration::from_secs(1);
+/// ...and this often anyway (another process may write the same file).
+const RECOUNT_EVERY: Duration = Duration::from_secs(30);
+/// How often the checkpointer moves committed WAL frames into the database file. Checkpoints
+/// run on their own connection and thread, so they never stall a commit.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Longest reviewer note, in bytes.
 pub const MAX_NOTE_BYTES: usize = 4096;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS escalations (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq           INTEGER PRIMARY KEY,
     id            TEXT    NOT NULL UNIQUE,
     created_ms    INTEGER NOT NULL,
     cascade       TEXT    NOT NULL,
@@ -312,7 +319,7 @@ impl EscalationStore {
             );
             let status = status.map_or("", Status::as_str);
             let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(params![status, limit], |row| Row::read(row))?;
+            let rows = stmt.query_map(params![status, limit], Row::read)?;
             rows.collect::<rusqlite::Result<Vec<Row>>>()
         })?;
         rows.into_iter()
@@ -326,7 +333,7 @@ impl EscalationStore {
             conn.query_row(
                 &format!("SELECT {COLUMNS} FROM escalations WHERE id = ?1"),
                 params![id],
-                |row| Row::read(row),
+                Row::read,
             )
             .optional()
         })?;
@@ -506,12 +513,43 @@ type EscalationProblemDetail = (EscalationProblem, String);
 pub struct EscalationQueue {
     store: EscalationStore,
     jobs: mpsc::Sender<(NewRow, Ack)>,
+    /// Dropping it stops the checkpointer.
+    _checkpointer: std::sync::mpsc::Sender<()>,
+}
+
+/// Moves committed WAL frames into the database file every [`CHECKPOINT_EVERY`] (passive: it
+/// never blocks the writer), until `stop` is dropped; then once more, fully.
+fn checkpoint(conn: Connection, path: &Path, stop: std::sync::mpsc::Receiver<()>) {
+    let run = |mode: &str| {
+        if let Err(error) =
+            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+        {
+            tracing::warn!(path = %path.display(), %error, "escalation queue checkpoint failed");
+        }
+    };
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+    {
+        run("PASSIVE");
+    }
+    run("TRUNCATE");
 }
 
 impl EscalationQueue {
     /// Opens (or creates) the queue at `config.queue` (already resolved) and starts its writer.
     pub fn open(path: &Path, config: &EscalationConfig) -> Result<Self, QueueError> {
+        let thread_error = |e: std::io::Error| QueueError::Store {
+            path: path.to_path_buf(),
+            message: format!("cannot start a queue thread: {e}"),
+        };
         let writer = open_connection(path, config.sync)?;
+        // Checkpoints are the checkpointer's job (below), never a commit's.
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(|e| QueueError::Store {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let checkpointer = open_connection(path, config.sync)?;
         let store = EscalationStore::open(path)?;
         let (jobs, rx) = mpsc::channel(config.max_batch.saturating_mul(4).max(64));
         let writer = Writer {
@@ -523,11 +561,18 @@ impl EscalationQueue {
         std::thread::Builder::new()
             .name("tierhost-escalation".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| QueueError::Store {
-                path: path.to_path_buf(),
-                message: format!("cannot start the writer thread: {e}"),
-            })?;
-        Ok(Self { store, jobs })
+            .map_err(thread_error)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let checkpoint_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("tierhost-escalation-checkpoint".into())
+            .spawn(move || checkpoint(checkpointer, &checkpoint_path, stopped))
+            .map_err(thread_error)?;
+        Ok(Self {
+            store,
+            jobs,
+            _checkpointer: stop,
+        })
     }
 
     /// The queue file.
@@ -573,8 +618,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // A request that gave up waiting (write_timeout_ms) was answered `not-recorded`:
+            // its row is dropped rather than committed behind its back.
+            batch.retain(|(_, ack)| !ack.is_closed());
             let wanted = batch.len() as u64;
-            if counted.elapsed() >= RECOUNT_EVERY || pending + wanted > self.max_pending {
+            let looks_full = pending + wanted > self.max_pending;
+            if counted.elapsed() >= RECOUNT_EVERY
+                || (looks_full && counted.elapsed() >= RECOUNT_WHEN_FULL)
+            {
                 pending = self.count_pending().unwrap_or(pending);
                 counted = Instant::now();
             }
@@ -621,7 +672,7 @@ impl Writer {
     fn insert(&mut self, batch: &[(NewRow, Ack)]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare_cached(
                 "INSERT INTO escalations (id, created_ms, cascade, config_digest, request_id, \
                  features, decision, served_by, trail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
@@ -917,8 +968,15 @@ mod tests {
             .unwrap();
         assert_eq!(item.status, Status::Resolved);
         assert_eq!(item.features.0[0].0, "b", "features keep their order");
-        // The writer re-counts at most every RECOUNT_EVERY, and at once when it looks full.
-        queue.append(row("3"), t).await.unwrap();
+        // A full writer re-counts (at most every RECOUNT_WHEN_FULL) and finds the room.
+        let started = Instant::now();
+        let mut attempt = 0;
+        while let Err((problem, _)) = queue.append(row(&format!("3-{attempt}")), t).await {
+            assert_eq!(problem, EscalationProblem::Full);
+            assert!(started.elapsed() < Duration::from_secs(60), "no room after a resolve");
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let stats = queue.store().stats().unwrap();
         assert_eq!(stats.pending, 2);
         match queue.store().resolve("1", "fraud", None, None, &[]) {

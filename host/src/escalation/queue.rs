@@ -756,7 +756,8 @@ impl Escalator {
             (
                 EscalationProblem::Timeout,
                 format!(
-                    "not confirmed within {} ms (escalation.write_timeout_ms)",
+                    "not committed within {} ms (escalation.write_timeout_ms); the row is \
+                     dropped unless its commit had already begun",
                     timeout.as_millis()
                 ),
             )
@@ -973,7 +974,10 @@ mod tests {
         let mut attempt = 0;
         while let Err((problem, _)) = queue.append(row(&format!("3-{attempt}")), t).await {
             assert_eq!(problem, EscalationProblem::Full);
-            assert!(started.elapsed() < Duration::from_secs(60), "no room after a resolve");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no room after a resolve"
+            );
             attempt += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

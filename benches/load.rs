@@ -229,7 +229,8 @@ struct NativeCascade {
 }
 
 const VERSION: &str = "0.1.0";
-/// Stands in for a plugin's sha256 in the provenance (same length as the real ones).
+/// Stands in for a plugin's sha256 and the config digest in the provenance (same length as
+/// the real ones).
 const DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 type TierResult = Result<(String, f64, f64, Vec<String>), FallbackReason>;
@@ -388,6 +389,7 @@ impl NativeCascade {
                             plugin: Some(plugin.into()),
                             version: Some(VERSION.into()),
                             sha256: Some(DIGEST.into()),
+                            config_digest: DIGEST.into(),
                         },
                         degraded: index > 0,
                         elapsed_us: started.elapsed().as_micros() as u64,
@@ -416,6 +418,7 @@ impl NativeCascade {
                 plugin: None,
                 version: None,
                 sha256: None,
+                config_digest: DIGEST.into(),
             },
             degraded: true,
             elapsed_us: started.elapsed().as_micros() as u64,

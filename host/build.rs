@@ -20,6 +20,7 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("tier-onnx", "onnx", true),
     ("tier-wrong-world", "wrong_world", false),
     ("tier-forged-describe", "forged_describe", false),
+    ("tier-feature-echo", "feature_echo", false),
 ];
 
 fn main() {

@@ -22,6 +22,8 @@ mode = "trap"
 [tier.breaker]
 [tier.hedge]
 after_ms = 1.0
+[tier.shadow]
+plugin = "candidate.wasm"
 [[tier]]
 name = "b"
 plugin = "builtin:rules"
@@ -32,6 +34,7 @@ plugin = "builtin:rules"
 const SET_BY_THIS_TEST: &[(&str, &str)] = &[
     ("[tier.hedge]", "after_ms"),
     ("[escalation]", "queue"),
+    ("[tier.shadow]", "plugin"),
     ("[escalation]", "tiers"),
 ];
 
@@ -48,6 +51,7 @@ fn actual_defaults() -> BTreeMap<&'static str, Value> {
         ("[tier.chaos]", json(tier.chaos.as_ref().unwrap())),
         ("[tier.breaker]", json(tier.breaker.as_ref().unwrap())),
         ("[tier.hedge]", json(tier.hedge.as_ref().unwrap())),
+        ("[tier.shadow]", json(tier.shadow.as_ref().unwrap())),
         ("[tier.limits]", json(&tier.limits)),
         ("[tier.accept]", json(&tier.accept)),
         ("[safe_default]", json(&config.safe_default)),

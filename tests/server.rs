@@ -254,6 +254,9 @@ async fn openapi_document_matches_the_routes_and_the_answers() {
         ("get", "/v1/escalations/{id}"),
         ("post", "/v1/escalations/{id}/resolve"),
         ("get", "/review"),
+        ("get", "/v1/tiers/{name}/shadow"),
+        ("post", "/admin/tiers/{name}/promote"),
+        ("post", "/admin/tiers/{name}/rollback"),
     ];
     assert_eq!(
         paths.len(),

@@ -189,6 +189,7 @@ fuzz_target!(|out: TierOutput| {
             plugin: Some("fuzz".into()),
             version: Some("0.1.0".into()),
             sha256: None,
+            config_digest: String::new(),
         },
         degraded: true,
         elapsed_us: 1,

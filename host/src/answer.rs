@@ -109,6 +109,12 @@ pub struct ServedBy {
     /// sha256 of the plugin's `.wasm`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The config the answer was served under: [`crate::Config::answer_digest`] of the
+    /// cascade that answered (its budget, every tier entry and the safe default; the plugin
+    /// bytes are `sha256`'s). Present on every answer, the safe default's and cache hits'
+    /// included; the review queue records the same digest with each escalation.
+    #[serde(default)]
+    pub config_digest: String,
 }
 
 /// How a tier's turn ended.

@@ -23,6 +23,18 @@ pub(crate) enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print what a reload from OLD to NEW would change: tiers added, removed, reordered or
+    /// re-versioned (plugin or model bytes), and every setting that differs. Exit 0 when
+    /// nothing would change, 1 when something would, 2 on error (like `diff`).
+    Diff {
+        /// The config serving now (TOML).
+        old: PathBuf,
+        /// The config a reload would load.
+        new: PathBuf,
+        /// Print the changes as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Answer one request and print the answer with its trail as JSON.
     Run {
         /// Cascade config (TOML).
@@ -61,6 +73,43 @@ pub(crate) enum Command {
         /// Print every answer as one JSON line instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Create an ed25519 signing key: writes the private key (PKCS#8 PEM, mode 0600, never
+    /// over an existing file) and prints its public key as a line for `[trust]`.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's name in `[trust]` (default: the file name without its extension).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Sign plugin and model files: writes `<file>.sig` beside each.
+    Sign {
+        /// The private key: PKCS#8 PEM, from `tierhost keygen` or `openssl genpkey -algorithm
+        /// ed25519`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The key's name in `[trust]`, recorded in the signature as a hint (default: the key
+        /// file's name without its extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// The files to sign.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check signatures without loading anything: the plugin and model of every tier with
+    /// `signed_by` in a config, or files against one public key; exit 1 on any problem.
+    Verify {
+        /// Cascade config (TOML): check every tier that has `signed_by`.
+        #[arg(long, required_unless_present = "pubkey", conflicts_with = "pubkey")]
+        config: Option<PathBuf>,
+        /// Or a public key (`ed25519:<base64>`, as in `[trust]`) that must have signed FILES.
+        #[arg(long, requires = "files")]
+        pubkey: Option<String>,
+        /// Files to check against `--pubkey` (each with its `<file>.sig`).
+        #[arg(conflicts_with = "config")]
+        files: Vec<PathBuf>,
     },
     /// Internal: compile one plugin under the engine's compile limits (run by the host as a
     /// child process, so a pathological component cannot hold `check` or a reload).

@@ -114,6 +114,95 @@ pub enum LoadError {
     /// `engine.compile_max_memory_mib`; it was stopped and refused.
     #[error("compilation stopped: {0}")]
     CompileLimit(String),
+    /// The tier has `signed_by` and this file (its plugin or its model) is not signed by one
+    /// of those keys: refused before it is compiled or granted.
+    #[error("{path} refused: {error}")]
+    Signature {
+        /// The plugin or model file.
+        path: PathBuf,
+        /// Why its signature does not hold.
+        error: SignatureError,
+    },
+}
+
+/// Why a file's detached signature (`<file>.sig`) does not vouch for its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// There is no `<file>.sig` beside the file.
+    #[error("no signature file {0}")]
+    Missing(PathBuf),
+    /// The signature file cannot be read.
+    #[error("cannot read signature file {path}: {message}")]
+    Unreadable {
+        /// The signature file.
+        path: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// The signature file is not a tierhost signature (bad JSON, unknown format or algorithm,
+    /// a key or signature of the wrong length).
+    #[error("signature file {path} is not a tierhost signature: {problem}")]
+    Malformed {
+        /// The signature file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Signed by a key that is not in `[trust]` at all.
+    #[error(
+        "signed by key `{signer}` ({key}), not one of [{accepted}]: that key is not in [trust]",
+        accepted = .accepted.join(", ")
+    )]
+    UnknownKey {
+        /// The signer's name as the signature file gives it (unverified).
+        signer: String,
+        /// The public key the signature file names.
+        key: String,
+        /// The keys the tier accepts (`signed_by`).
+        accepted: Vec<String>,
+    },
+    /// Signed by a key of `[trust]` that this tier does not accept.
+    #[error("signed by key `{signer}`, not one of [{accepted}]", accepted = .accepted.join(", "))]
+    NotAccepted {
+        /// The name of the signing key in `[trust]`.
+        signer: String,
+        /// The keys the tier accepts (`signed_by`).
+        accepted: Vec<String>,
+    },
+    /// The signature does not hold for these bytes: the file changed after it was signed
+    /// (or the signature was forged).
+    #[error("signature does not match the bytes: {0}")]
+    Mismatch(String),
+    /// The tier's plugin is not a file (`builtin:` or bytes in code), so it cannot carry a
+    /// detached signature.
+    #[error("signed_by needs a plugin file with a .sig beside it, not {0}")]
+    NotAFile(String),
+}
+
+/// A key or signature file that `tierhost keygen` / `sign` cannot read or write.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// The file cannot be read, written or created.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The private key file is not an ed25519 key in PKCS#8 PEM.
+    #[error(
+        "{path}: not an ed25519 private key in PKCS#8 PEM (-----BEGIN PRIVATE KEY-----): {message}"
+    )]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The operating system gave no randomness for a new key.
+    #[error("no randomness from the operating system for a new key: {0}")]
+    Random(String),
 }
 
 /// Failure to set up the wasmtime engine.

@@ -44,7 +44,8 @@
 //! epoch ticker, linker, compile cache), `plugin` (loading, hashing, compiling, describing),
 //! `sandbox` (one call in its sandbox), `policy` (every trigger, one module each), `cascade`
 //! (the walk down the tiers), `answer` / `reason` / `events` (what the caller and the logs get),
-//! `escalation` (redaction and the review queue),
+//! `escalation` (redaction and the review queue), `signing` (`[trust]` keys, detached
+//! signatures of plugin and model files, checked before anything is compiled),
 //! `service` (a cascade as a long-lived service), `metrics`, `alerts`.
 #![deny(missing_docs)]
 
@@ -66,6 +67,8 @@ mod reason;
 mod request;
 mod sandbox;
 mod service;
+pub mod shadow;
+pub mod signing;
 
 #[cfg(feature = "eval")]
 pub mod drill;
@@ -78,15 +81,16 @@ pub use alerts::{AlertEvent, AlertState, FallbackAlerts};
 pub use answer::{
     Answer, Decision, EscalationProblem, EscalationReceipt, ServedBy, Step, TrailEntry,
 };
-pub use cascade::{Cascade, CascadeTier, SAFE_DEFAULT};
+pub use cascade::{Cascade, CascadeTier, HiddenFeatureRead, SAFE_DEFAULT};
 pub use config::{
     AcceptConfig, AlertConfig, BreakerConfig, CacheConfig, CascadeSettings, ChaosConfig, ChaosMode,
-    Config, EscalationConfig, HedgeConfig, InstanceMode, OodConfig, OodMethod, ParamValue,
+    Config, ConfigChange, ConfigDiff, EscalationConfig, FileDigest, TierFile, HedgeConfig, InstanceMode, OodConfig, OodMethod, ParamValue,
     PluginSource, QueueSync, SafeDefaultConfig, ServerConfig, TierConfig, TierConfigBuilder,
 };
 pub use engine::{COMPILER_ENV, CompileStats, TierEngine, compile_component_main};
 pub use error::{
-    ConfigError, EngineError, LoadError, RequestError, SampleFailure, ServiceError, TierActionError,
+    ConfigError, EngineError, LoadError, RequestError, SampleFailure, ServiceError, SignatureError,
+    SigningError, TierActionError,
 };
 pub use events::{AuditLog, FallbackEvent};
 pub use guest::TierKind;
@@ -101,7 +105,8 @@ pub use reason::FallbackReason;
 pub use request::{FeatureValue, Request};
 pub use sandbox::Sandbox;
 pub use service::{
-    BUDGET_GRACE, Background, CascadeService, Live, ReloadOutcome, ReloadReport, shutdown_signal,
+    BUDGET_GRACE, Background, CascadeService, Live, ReloadOutcome, ReloadReport, RolloutAction,
+    RolloutError, RolloutReport, shutdown_signal,
 };
 
 /// Every default, named (the README's tables are tested against these).

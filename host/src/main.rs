@@ -1,6 +1,6 @@
 //! The `tierhost` command line: check a cascade config, answer one request, serve, evaluate,
-//! calibrate, run fire drills, run the demo. The work lives in the library; this is argument
-//! parsing and printing.
+//! calibrate, run fire drills, run the demo, make keys and sign and verify plugins. The work
+//! lives in the library; this is argument parsing and printing.
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tierhost::drill::{self, SampleSource, Samples};
 use tierhost::eval::{self, Dataset, EvalOptions, Scenario, TierCalibration};
-use tierhost::{Cascade, Config, Request, TierEngine};
+use tierhost::{Cascade, Config, Request, TierEngine, signing};
 
 mod cli;
 use cli::{
@@ -31,7 +31,12 @@ fn main() -> ExitCode {
     }
     let default_filter = match cli.command {
         Command::Check { .. } | Command::Serve { .. } => "info",
-        Command::Run { .. } | Command::Review(_) => "warn",
+        Command::Run { .. }
+        | Command::Review(_)
+        | Command::Keygen { .. }
+        | Command::Sign { .. }
+        | Command::Verify { .. } => "warn",
+        Command::Diff { .. } => "warn",
         Command::Demo { .. } | Command::Eval(_) | Command::Calibrate(_) => "error",
         // Every injected load failure logs an error by design; the matrix reports them.
         Command::Drill(_) => "off",
@@ -58,6 +63,11 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Check { config } => check(&config).await,
+        // Like `diff`: 0 same, 1 different, 2 trouble.
+        Command::Diff { old, new, json } => Ok(diff(&old, &new, json).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        })),
         Command::Run { config, input } => run(&config, &input).await,
         Command::Demo { json } => demo(json).await,
         Command::Serve { config, listen } => serve(&config, listen).await,
@@ -65,6 +75,13 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Eval(args) => eval(args).await,
         Command::Drill(args) => drill(args).await,
         Command::Review(args) => review(args),
+        Command::Keygen { out, name } => keygen(&out, name),
+        Command::Sign { key, name, files } => sign(&key, name, &files),
+        Command::Verify {
+            config,
+            pubkey,
+            files,
+        } => verify(config.as_deref(), pubkey.as_deref(), &files),
         Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
     }
 }
@@ -74,7 +91,29 @@ async fn check(path: &Path) -> Result<ExitCode> {
     let cascade = Cascade::load(&config).await?;
     let errors = cascade.load_errors();
     print!("{}", cascade.summary(path));
-    if errors.is_empty() {
+    // The reload gate, as a reload would run it, and what it shows of the allowlists.
+    let mut samples_failed = false;
+    if errors.is_empty()
+        && let Some(file) = &config.cascade.check_samples
+    {
+        let samples = drill::read_requests(&config.resolve(file))?;
+        for read in cascade.hidden_feature_reads(&samples).await {
+            println!(
+                "WARN  tier \"{}\" reads feature `{}`, which its features allowlist hides \
+                 (sample `{}` has it; the tier answered missing-feature): add it to the \
+                 tier's features or stop reading it",
+                read.tier, read.feature, read.request_id
+            );
+        }
+        match cascade.check_samples(&samples).await {
+            Ok(()) => println!("samples: every tier answered the {} samples", samples.len()),
+            Err(failure) => {
+                eprintln!("error: {}: {failure}", path.display());
+                samples_failed = true;
+            }
+        }
+    }
+    if errors.is_empty() && !samples_failed {
         println!("config OK");
         Ok(ExitCode::SUCCESS)
     } else {
@@ -83,6 +122,21 @@ async fn check(path: &Path) -> Result<ExitCode> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `tierhost diff OLD NEW`: the library's [`tierhost::ConfigDiff`], printed.
+fn diff(old: &Path, new: &Path, json: bool) -> Result<ExitCode> {
+    let diff = tierhost::ConfigDiff::between(&Config::load(old)?, &Config::load(new)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&diff)?);
+    } else {
+        print!("{diff}");
+    }
+    Ok(if diff.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn serve(config_path: &Path, listen: Option<String>) -> Result<ExitCode> {
@@ -250,6 +304,108 @@ fn review(args: ReviewArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A key's name: `--name`, else the key file's name without its extension.
+fn key_name(name: Option<String>, key_file: &Path) -> Result<String> {
+    let name = match name {
+        Some(name) => name,
+        None => key_file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    anyhow::ensure!(
+        signing::is_key_name(&name),
+        "key name `{name}`: 1-64 letters, digits, `-`, `_` or `.` (give --name)"
+    );
+    Ok(name)
+}
+
+fn keygen(out: &Path, name: Option<String>) -> Result<ExitCode> {
+    let name = key_name(name, out)?;
+    let key = signing::PrivateKey::generate()?;
+    key.write_new(out)?;
+    println!("{name} = \"{}\"", key.public_key());
+    eprintln!(
+        "wrote the private key to {} (owner only); the line above goes in [trust]",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(key_file: &Path, name: Option<String>, files: &[std::path::PathBuf]) -> Result<ExitCode> {
+    let name = key_name(name, key_file)?;
+    let key = signing::PrivateKey::read(key_file)?;
+    for file in files {
+        let (path, signature) = signing::sign_file(&key, &name, file)?;
+        println!(
+            "signed {} (sha256 {}) as `{name}`: {}",
+            file.display(),
+            signature.sha256,
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(
+    config: Option<&Path>,
+    pubkey: Option<&str>,
+    files: &[std::path::PathBuf],
+) -> Result<ExitCode> {
+    let mut failed = false;
+    let mut report =
+        |what: String, outcome: &Result<signing::Verified, tierhost::LoadError>| match outcome {
+            Ok(v) => println!("ok  {what}: signed by `{}` (sha256 {})", v.signer, v.sha256),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {what}: {e}");
+            }
+        };
+    match (config, pubkey) {
+        (Some(path), _) => {
+            let config = Config::load(path)?;
+            for check in signing::verify_config(&config) {
+                report(
+                    format!("tier \"{}\" {}", check.tier, check.role),
+                    &check.outcome,
+                );
+            }
+            for tier in config.tiers.iter().filter(|t| t.signed_by.is_empty()) {
+                println!("-   tier \"{}\": no signed_by, not checked", tier.name);
+            }
+        }
+        (None, Some(key)) => {
+            let key: signing::PublicKey =
+                key.parse().map_err(|e| anyhow::anyhow!("--pubkey: {e}"))?;
+            let name = "--pubkey".to_string();
+            let signers = signing::Signers::new(vec![name.clone()], [(name, key)].into());
+            for file in files {
+                let outcome = std::fs::read(file)
+                    .map_err(|e| tierhost::LoadError::Read {
+                        path: file.clone(),
+                        message: e.to_string(),
+                    })
+                    .and_then(|bytes| {
+                        signers.verify(file, &bytes).map_err(|error| {
+                            tierhost::LoadError::Signature {
+                                path: file.clone(),
+                                error,
+                            }
+                        })
+                    });
+                report(file.display().to_string(), &outcome);
+            }
+        }
+        (None, None) => anyhow::bail!("give --config FILE or --pubkey KEY FILE..."),
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// An age as a reviewer reads it.

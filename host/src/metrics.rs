@@ -41,6 +41,8 @@ pub struct Metrics {
     escalation_failures: IntCounterVec,
     escalations_pending: IntGaugeVec,
     escalation_oldest: GaugeVec,
+    shadow_calls: IntCounterVec,
+    shadow_agreement: GaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -247,6 +249,27 @@ impl Metrics {
                     &["cascade"],
                 )?,
             ),
+            shadow_calls: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tierhost_shadow_calls_total",
+                        "Requests shadowed by a tier's candidate, by outcome (agree, disagree, \
+                         candidate-fault, not-compared, dropped).",
+                    ),
+                    &["tier", "outcome"],
+                )?,
+            ),
+            shadow_agreement: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "tierhost_shadow_agreement_ratio",
+                        "Share of shadowed requests both versions answered with the same label.",
+                    ),
+                    &["tier"],
+                )?,
+            ),
             registry: r,
         })
     }
@@ -369,5 +392,21 @@ impl PolicyObserver for Metrics {
             .with_label_values(&[tier, from.name(), to.name()])
             .inc();
         self.breaker_state(tier, to);
+    }
+
+    fn shadow_call(
+        &self,
+        tier: &str,
+        outcome: crate::shadow::ShadowOutcome,
+        agreement: Option<f64>,
+    ) {
+        self.shadow_calls
+            .with_label_values(&[tier, outcome.as_str()])
+            .inc();
+        if let Some(agreement) = agreement {
+            self.shadow_agreement
+                .with_label_values(&[tier])
+                .set(agreement);
+        }
     }
 }

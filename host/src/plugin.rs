@@ -131,7 +131,10 @@ impl Plugin {
 }
 
 /// A plugin's bytes, wherever they come from.
-fn read_source<'a>(source: &'a PluginSource, base_dir: &Path) -> Result<Cow<'a, [u8]>, LoadError> {
+pub(crate) fn read_source<'a>(
+    source: &'a PluginSource,
+    base_dir: &Path,
+) -> Result<Cow<'a, [u8]>, LoadError> {
     match source {
         PluginSource::Builtin(name) => crate::builtin::get(name)
             .map(Cow::Borrowed)

@@ -90,7 +90,8 @@ impl Sandbox {
 
     /// Calls the tier's `predict` with `deadline` of wall time. Never panics; every fault is
     /// returned as a [`FallbackReason`]. The request is lowered once per cascade walk with
-    /// `guest::lower`, not once per tier.
+    /// `guest::lower`, not once per tier (a tier with a `features` allowlist gets its own
+    /// filtered copy, `guest::lower_allowed`).
     pub(crate) async fn predict(&self, request: &TierRequest, deadline: Duration) -> CallReport {
         let started = Instant::now();
         let reused = match self.mode {

@@ -134,7 +134,9 @@ pub fn router_with(service: Arc<CascadeService>, auth: AdminAuth) -> Router {
     let server = service.current().config.server.clone();
     let admin = Router::new()
         .route("/admin/reload", post(admin_reload))
-        .route("/admin/tiers/{name}/breaker", post(admin_breaker));
+        .route("/admin/tiers/{name}/breaker", post(admin_breaker))
+        .route("/admin/tiers/{name}/promote", post(admin_promote))
+        .route("/admin/tiers/{name}/rollback", post(admin_rollback));
     #[cfg(feature = "escalation")]
     let admin = admin
         .route("/v1/escalations", get(review::list))
@@ -145,6 +147,7 @@ pub fn router_with(service: Arc<CascadeService>, auth: AdminAuth) -> Router {
         .route("/v1/predict", post(predict))
         .route("/v1/predict/batch", post(predict_batch))
         .route("/v1/tiers", get(tiers))
+        .route("/v1/tiers/{name}/shadow", get(shadow_report))
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({ "status": "ok" })) }),
@@ -557,6 +560,81 @@ mod review {
             }
             Err(response) => response,
         }
+    }
+}
+
+fn rollout_error(e: crate::service::RolloutError) -> Response {
+    use crate::service::RolloutError as E;
+    match e {
+        E::NoSuchTier(_) | E::NoShadow(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        E::Gate { ref report, .. } => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({ "error": e.to_string(), "shadow": report })),
+        )
+            .into_response(),
+        E::Rejected { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        E::NoRollback(_) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+async fn shadow_report(State(state): State<AppState>, UrlPath(name): UrlPath<String>) -> Response {
+    match state.service.shadow_report(&name) {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => rollout_error(e),
+    }
+}
+
+/// Who asked for a promote or rollback: `{"by": "..."}` in the body (optional).
+fn requested_by(body: &Bytes) -> Result<String, Response> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[serde(default)]
+        by: Option<String>,
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("unnamed operator".into());
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => Ok(b
+            .by
+            .map(|b| crate::guest::printable(b.chars().take(128).collect()))
+            .filter(|b| !b.trim().is_empty())
+            .unwrap_or_else(|| "unnamed operator".into())),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("body must be empty or {{\"by\": \"who\"}}: {e}"),
+        )),
+    }
+}
+
+async fn admin_promote(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let by = match requested_by(&body) {
+        Ok(by) => by,
+        Err(response) => return response,
+    };
+    match state.service.promote(&name, &by).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => rollout_error(e),
+    }
+}
+
+async fn admin_rollback(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let by = match requested_by(&body) {
+        Ok(by) => by,
+        Err(response) => return response,
+    };
+    match state.service.rollback(&name, &by).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => rollout_error(e),
     }
 }
 

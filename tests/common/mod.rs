@@ -75,7 +75,7 @@ pub fn kinds(answer: &Answer) -> Vec<&'static str> {
 }
 
 /// The built component of a test-only guest (`plugins/<name>`, built by `host/build.rs` but
-/// not embedded as a `builtin:` tier): `wrong_world`, `forged_describe`.
+/// not embedded as a `builtin:` tier): `wrong_world`, `forged_describe`, `feature_echo`.
 pub fn test_guest(name: &str) -> PathBuf {
     let path = Path::new(env!("TIERHOST_TEST_GUESTS")).join(format!("tier_{name}.wasm"));
     assert!(

@@ -219,6 +219,7 @@ mod tests {
                 plugin: None,
                 version: None,
                 sha256: None,
+                config_digest: String::new(),
             },
             degraded: primary_fell_back,
             elapsed_us: 1,

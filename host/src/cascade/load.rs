@@ -2,34 +2,55 @@
 //! they keep across reloads.
 
 use super::*;
+use crate::signing::{Signers, check_plugin};
 
-/// Loads a tier's plugin and its model grant.
+/// Reads a tier's model grant (at most [`MAX_MODEL_BYTES`]).
+pub(crate) fn read_model(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
+    let read_error = |message: String| LoadError::Model {
+        path: path.to_path_buf(),
+        message,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| read_error(e.to_string()))?
+        .len();
+    if size > MAX_MODEL_BYTES {
+        return Err(read_error(format!(
+            "{size} bytes, the limit is {MAX_MODEL_BYTES}"
+        )));
+    }
+    std::fs::read(path).map_err(|e| read_error(e.to_string()))
+}
+
+/// Loads a tier's plugin and its model grant. With `signed_by`, each file's signature is
+/// checked on the bytes read, before the plugin is compiled or the model granted.
 async fn load_tier(
     engine: &TierEngine,
     config: &Config,
     tier: &TierConfig,
     params: &[(String, crate::config::ParamValue)],
 ) -> Result<Sandbox, LoadError> {
+    let signers = Signers::of_tier(config, tier);
     let model: Arc<[u8]> = match &tier.model {
         Some(path) => {
             let path = config.resolve(path);
-            let read_error = |message: String| LoadError::Model {
-                path: path.clone(),
-                message,
-            };
-            let size = std::fs::metadata(&path)
-                .map_err(|e| read_error(e.to_string()))?
-                .len();
-            if size > MAX_MODEL_BYTES {
-                return Err(read_error(format!(
-                    "{size} bytes, the limit is {MAX_MODEL_BYTES}"
-                )));
+            let bytes = read_model(&path)?;
+            if let Some(signers) = &signers {
+                let verified = signers.check(&path, &bytes)?;
+                tracing::info!(tier = %tier.name, model = %path.display(), signer = %verified.signer, sha256 = %verified.sha256, "model signature verified");
             }
-            Arc::from(std::fs::read(&path).map_err(|e| read_error(e.to_string()))?)
+            Arc::from(bytes)
         }
         None => Arc::from(Vec::new()),
     };
-    let plugin = Plugin::load(engine, &tier.plugin, &config.base_dir, &tier.limits).await?;
+    let plugin = match &signers {
+        None => Plugin::load(engine, &tier.plugin, &config.base_dir, &tier.limits).await?,
+        Some(signers) => {
+            let bytes = crate::plugin::read_source(&tier.plugin, &config.base_dir)?;
+            let verified = check_plugin(signers, &tier.plugin, &config.base_dir, &bytes)?;
+            tracing::info!(tier = %tier.name, plugin = %tier.plugin, signer = %verified.signer, sha256 = %verified.sha256, "plugin signature verified");
+            Plugin::from_bytes(engine, &tier.plugin.to_string(), &bytes, &tier.limits).await?
+        }
+    };
     Ok(Sandbox::new(
         Arc::new(plugin),
         &tier.name,
@@ -80,6 +101,58 @@ async fn load_chaos(
         config: chaos.clone(),
         sandbox: Some(sandbox),
     })
+}
+
+/// Loads the candidate of `[tier.shadow]` and starts its runner. A candidate that does not
+/// load leaves the live tier untouched: the shadow report (and `tierhost check`) says why.
+async fn load_shadow(
+    engine: &TierEngine,
+    config: &Config,
+    tier: &TierConfig,
+    section: &crate::shadow::ShadowConfig,
+    live_sha256: &str,
+    memory: &PolicyMemory,
+    keys: &mut HashSet<String>,
+) -> crate::shadow::Shadow {
+    let Some(mut candidate) = tier.candidate() else {
+        unreachable!("a tier with [tier.shadow] has a candidate")
+    };
+    // The candidate keeps no more warm instances than it may run calls.
+    candidate.warm_instances = candidate.warm_instances.min(section.max_concurrent);
+    let sandbox = match flatten_params(&candidate.params) {
+        Ok(params) => load_tier(engine, config, &candidate, &params)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(problem) => Err(problem),
+    };
+    if let Err(error) = &sandbox {
+        tracing::error!(tier = %tier.name, plugin = %section.plugin, %error, "shadow candidate failed to load; the live tier is unaffected");
+    }
+    let candidate_sha256 = sandbox
+        .as_ref()
+        .map_or("-".to_string(), |s| s.plugin().info().sha256.clone());
+    let key = format!(
+        "shadow/{}/{live_sha256}/{candidate_sha256}/{}",
+        tier.name,
+        serde_json::to_string(section).unwrap_or_default()
+    );
+    let stats = memory.state(&key, crate::shadow::ShadowStats::default);
+    keys.insert(key);
+    crate::shadow::Shadow::start(
+        &tier.name,
+        section.clone(),
+        sandbox,
+        crate::shadow::Judge {
+            acceptance: acceptance::Acceptance {
+                accept: tier.accept.clone(),
+                limits: candidate.limits.clone(),
+            },
+            confidence: confidence::MinConfidence(tier.min_confidence),
+        },
+        stats,
+        memory.observer().cloned(),
+        Duration::from_millis(candidate.limits.deadline_ms),
+    )
 }
 
 /// The escalation path of `[escalation]`, on the queue `memory` keeps open across reloads.
@@ -313,15 +386,24 @@ impl Cascade {
                 keys: &mut keys,
             };
             let policies = tier_policies(tier, sha256.as_deref(), ood, chaos, &mut wiring);
+            let shadow = match (&sha256, &tier.shadow) {
+                (Some(live), Some(section)) => {
+                    Some(load_shadow(&engine, config, tier, section, live, memory, &mut keys).await)
+                }
+                _ => None,
+            };
             tiers.push(CascadeTier {
                 config: tier.clone(),
                 sandbox,
                 policies,
+                shadow,
+                features: tier.features.as_ref().map(guest::FeatureAllowlist::new),
             });
         }
+        let config_digest = config.answer_digest();
         let cache = match &config.cache {
             Some(cache) => {
-                let mut digest = config.answer_digest();
+                let mut digest = config_digest.clone();
                 for tier in &tiers {
                     digest.push('/');
                     match &tier.sandbox {
@@ -352,6 +434,7 @@ impl Cascade {
             cache,
             clock: memory.clock().clone(),
             memory_keys: keys,
+            config_digest,
         })
     }
 }

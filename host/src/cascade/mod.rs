@@ -35,9 +35,14 @@ use crate::reason::FallbackReason;
 use crate::request::Request;
 use crate::sandbox::Sandbox;
 
+mod allowlist;
 mod load;
 mod summary;
 mod turn;
+
+pub use allowlist::HiddenFeatureRead;
+
+pub(crate) use load::read_model;
 
 /// Name of the host's own last answer in trails, metrics and provenance.
 pub const SAFE_DEFAULT: &str = "safe-default";
@@ -53,12 +58,41 @@ pub struct CascadeTier {
     pub sandbox: Result<Sandbox, LoadError>,
     /// Gates, wrappers and verdicts, in the order they run.
     pub policies: TierPolicies,
+    /// The candidate version running in this tier's shadow (`[tier.shadow]`).
+    pub shadow: Option<crate::shadow::Shadow>,
+    /// The tier's `features` allowlist, when it has one: its plugin (and its chaos substitute
+    /// and shadow candidate, which stand in for it) sees only these features. Host-side
+    /// policies (the OOD guard, the cache, escalation) read the request as the host got it.
+    pub features: Option<guest::FeatureAllowlist>,
 }
 
 impl CascadeTier {
     /// Calls of this tier in flight right now.
     pub fn in_flight(&self) -> usize {
         self.policies.bulkhead.in_flight()
+    }
+
+    /// The request as this tier sees it: `shared`, the walk's one lowering, unless the tier
+    /// has a `features` allowlist; then its own filtered copy, made in `own`. Tiers without an
+    /// allowlist cost nothing more.
+    fn view<'a>(
+        &self,
+        request: &Request,
+        shared: &'a TierRequest,
+        own: &'a mut Option<TierRequest>,
+    ) -> &'a TierRequest {
+        match &self.features {
+            None => shared,
+            Some(allowlist) => own.insert(guest::lower_allowed(request, allowlist)),
+        }
+    }
+
+    /// `request` lowered as this tier sees it (see [`Self::view`]).
+    fn lower(&self, request: &Request) -> TierRequest {
+        match &self.features {
+            None => guest::lower(request),
+            Some(allowlist) => guest::lower_allowed(request, allowlist),
+        }
     }
 
     fn version(&self) -> Option<String> {
@@ -82,6 +116,9 @@ pub struct Cascade {
     cache: Option<PredictionCache>,
     clock: Arc<dyn Clock>,
     memory_keys: HashSet<String>,
+    /// [`Config::answer_digest`] of the config this cascade was loaded from, named by every
+    /// answer (`served_by.config_digest`); computed once per load.
+    config_digest: String,
 }
 
 /// What one walk down the cascade shares between tiers.
@@ -113,6 +150,12 @@ impl Cascade {
             }
         }
         digests
+    }
+
+    /// The digest every answer of this cascade names as `served_by.config_digest`:
+    /// [`Config::answer_digest`] of the config it was loaded from.
+    pub fn config_digest(&self) -> &str {
+        &self.config_digest
     }
 
     /// The prediction cache, when configured.
@@ -215,7 +258,7 @@ impl Cascade {
         let answer = Answer {
             request_id: request.id.clone(),
             decision: self.safe_decision(),
-            served_by: safe_default_provenance(),
+            served_by: self.safe_default_provenance(),
             degraded: true,
             elapsed_us: started.elapsed().as_micros() as u64,
             cache: None,
@@ -239,7 +282,7 @@ impl Cascade {
             let Ok(sandbox) = &tier.sandbox else { continue };
             for sample in samples {
                 let deadline = Duration::from_millis(tier.config.limits.deadline_ms);
-                let report = sandbox.predict(&guest::lower(sample), deadline).await;
+                let report = sandbox.predict(&tier.lower(sample), deadline).await;
                 let fault = match report.result {
                     Ok(TierOutcome::Answer(p)) => {
                         acceptance::contract(&p, &tier.config.limits).err()
@@ -275,10 +318,16 @@ impl Cascade {
                 let key = cache.key(request);
                 match cache.get(&key).await {
                     Lookup::Hit(cached) => {
+                        // Named by the config serving now (the cache key holds the same
+                        // digest, so only entries written before the field existed differ).
+                        let served_by = ServedBy {
+                            config_digest: self.config_digest.clone(),
+                            ..cached.served_by
+                        };
                         return Answer {
                             request_id: request.id.clone(),
                             decision: cached.decision,
-                            served_by: cached.served_by,
+                            served_by,
                             degraded: cached.degraded,
                             elapsed_us: started.elapsed().as_micros() as u64,
                             cache: Some(CacheStatus::Hit),
@@ -314,10 +363,11 @@ impl Cascade {
                         plugin: info.map(|i| i.name.clone()),
                         version: info.map(|i| i.version.clone()),
                         sha256: info.map(|i| i.sha256.clone()),
+                        config_digest: self.config_digest.clone(),
                     },
                 )
             }
-            None => (self.safe_decision(), safe_default_provenance()),
+            None => (self.safe_decision(), self.safe_default_provenance()),
         };
         let answer = Answer {
             request_id: request.id.clone(),
@@ -384,11 +434,14 @@ impl Cascade {
     }
 }
 
-fn safe_default_provenance() -> ServedBy {
-    ServedBy {
-        tier: SAFE_DEFAULT.into(),
-        plugin: None,
-        version: None,
-        sha256: None,
+impl Cascade {
+    fn safe_default_provenance(&self) -> ServedBy {
+        ServedBy {
+            tier: SAFE_DEFAULT.into(),
+            plugin: None,
+            version: None,
+            sha256: None,
+            config_digest: self.config_digest.clone(),
+        }
     }
 }

@@ -16,6 +16,11 @@ impl Cascade {
             self.tiers().len(),
             self.budget().as_millis()
         );
+        let _ = writeln!(
+            out,
+            "  config_digest {} (answers name it as served_by.config_digest)",
+            self.config_digest()
+        );
         for tier in self.tiers() {
             let name = &tier.config.name;
             // Writing to a String cannot fail.
@@ -37,6 +42,12 @@ impl Cascade {
                         "",
                         tier.policies.names().join(" > ")
                     )
+                    .and_then(|()| match &tier.config.features {
+                        // Debug quoting: an allowlist name is shown exactly, look-alikes
+                        // and all.
+                        Some(names) => writeln!(out, "        {:<14} features: {names:?}", ""),
+                        None => Ok(()),
+                    })
                 }
                 Err(e) => writeln!(out, "  FAIL  {name:<14} plugin {}: {e}", tier.config.plugin),
             };

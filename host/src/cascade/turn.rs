@@ -24,8 +24,10 @@ impl Cascade {
             Ok(admitted) => admitted,
             Err(skipped) => return sequential(*skipped, None).await,
         };
+        let mut own = None;
+        let seen = tier.view(walk.request, walk.lowered, &mut own);
         let started = Instant::now();
-        let mut primary = Box::pin(call(&admitted, walk.lowered));
+        let mut primary = Box::pin(call(&admitted, seen));
         // tokio's timers round up to the next millisecond (a 0.5 ms hedge would start after
         // ~2 ms); async-io's timer thread wakes with sub-millisecond precision.
         let finished_first = tokio::select! {
@@ -34,11 +36,13 @@ impl Cascade {
         };
         if let Some(report) = finished_first {
             drop(primary);
+            shadow(tier, walk, seen, &report);
             let (entry, answer) = conclude(tier, admitted, report);
             return sequential(entry, answer).await;
         }
         if !tier.policies.hedge.as_ref().is_some_and(|h| h.try_start()) {
             let report = primary.await;
+            shadow(tier, walk, seen, &report);
             let (entry, answer) = conclude(tier, admitted, report);
             return sequential(entry, answer).await;
         }
@@ -52,6 +56,7 @@ impl Cascade {
         tokio::select! {
             report = &mut primary => {
                 drop(primary);
+                shadow(tier, walk, seen, &report);
                 match conclude(tier, admitted, report) {
                     (entry, Some(p)) => {
                         // The tier answered first: the hedge is cancelled.
@@ -89,6 +94,7 @@ impl Cascade {
                 None => {
                     // Nothing below answered: the slow tier is the last hope.
                     let report = primary.await;
+                    shadow(tier, walk, seen, &report);
                     let (entry, answer) = conclude(tier, admitted, report);
                     (std::iter::once(entry).chain(mark(rest)).collect(), answer.map(|p| (i, p)))
                 }
@@ -104,7 +110,10 @@ impl Cascade {
     ) -> (TrailEntry, Option<Prediction>) {
         match self.admit(tier, walk) {
             Ok(admitted) => {
-                let report = call(&admitted, walk.lowered).await;
+                let mut own = None;
+                let seen = tier.view(walk.request, walk.lowered, &mut own);
+                let report = call(&admitted, seen).await;
+                shadow(tier, walk, seen, &report);
                 conclude(tier, admitted, report)
             }
             Err(skipped) => (*skipped, None),
@@ -177,6 +186,19 @@ async fn call(admitted: &Admitted<'_>, request: &TierRequest) -> crate::sandbox:
     };
     report.elapsed = started.elapsed();
     report
+}
+
+/// Hands a finished call's outcome to the tier's shadow, if it has one (never waits). The
+/// candidate gets the request as the live tier `seen` it (its `features` allowlist applies).
+fn shadow(
+    tier: &CascadeTier,
+    walk: &Walk<'_>,
+    seen: &TierRequest,
+    report: &crate::sandbox::CallReport,
+) {
+    if let Some(shadow) = &tier.shadow {
+        shadow.offer(&walk.request.id, seen, &report.result, report.elapsed);
+    }
 }
 
 /// Judges a finished call, hands the outcome to the tier's policies, and writes its entry.

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod diff;
 mod params;
 mod sections;
 mod tier;
@@ -18,6 +19,8 @@ pub use crate::policy::cache::CacheConfig;
 pub use crate::policy::chaos::{ChaosConfig, ChaosMode};
 pub use crate::policy::hedge::HedgeConfig;
 pub use crate::policy::ood::{OodConfig, OodMethod};
+use crate::signing::PublicKey;
+pub use diff::{ConfigChange, ConfigDiff, FileDigest, TierFile};
 pub use params::{ParamValue, flatten_params};
 pub use sections::{
     AlertConfig, CascadeSettings, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_BUDGET_MS, DEFAULT_MAX_PENDING,
@@ -56,6 +59,10 @@ pub struct Config {
     /// The durable review queue for escalated requests (off unless set).
     #[serde(default)]
     pub escalation: Option<EscalationConfig>,
+    /// Public keys that may sign plugin and model files, by name; a tier's `signed_by` names
+    /// the ones it accepts.
+    #[serde(default)]
+    pub trust: BTreeMap<String, PublicKey>,
     /// Directory the config was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -198,6 +205,12 @@ impl Config {
                 ),
             ));
         }
+        if let Some(name) = self.trust.keys().find(|n| !crate::signing::is_key_name(n)) {
+            return Err(self.invalid(
+                format!("trust.{name:?}"),
+                "a key name is 1-64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
         let mut seen = BTreeMap::new();
         for (i, tier) in self.tiers.iter().enumerate() {
             let at = |field: &str| format!("tier \"{}\" (tier[{i}]).{field}", tier.name);
@@ -218,6 +231,16 @@ impl Config {
             }
             tier.validate(&self.engine)
                 .map_err(|(field, problem)| self.invalid(at(&field), problem))?;
+            if let Some(name) = tier.signed_by.iter().find(|n| !self.trust.contains_key(*n)) {
+                let known: Vec<&str> = self.trust.keys().map(String::as_str).collect();
+                return Err(self.invalid(
+                    at("signed_by"),
+                    format!(
+                        "`{name}` is not a key in [trust] (known: [{}])",
+                        known.join(", ")
+                    ),
+                ));
+            }
             if tier.hedge.is_some() && i + 1 == self.tiers.len() {
                 return Err(self.invalid(at("hedge"), "the last tier has no next tier to hedge to"));
             }

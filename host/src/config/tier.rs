@@ -11,6 +11,7 @@ use crate::policy::breaker::BreakerConfig;
 use crate::policy::chaos::ChaosConfig;
 use crate::policy::hedge::HedgeConfig;
 use crate::policy::ood::OodConfig;
+use crate::shadow::ShadowConfig;
 
 /// How a tier's instances live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
@@ -125,10 +126,19 @@ pub struct TierConfig {
     /// Parameters handed to the tier through the `params` import.
     #[serde(default)]
     pub params: toml::Table,
+    /// Least privilege: the only features the tier sees. The others are removed from the
+    /// request before it is handed to the plugin (exact byte match on the name: no case
+    /// folding, no Unicode normalisation). Unset: every feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
     /// A file granted read-only to the tier through the `model` import (tree dump, rule list,
     /// weights), relative to the config. The tier gets its bytes, never file access.
     #[serde(default)]
     pub model: Option<PathBuf>,
+    /// Names of `[trust]` keys, one of which must have signed the plugin file (and the model
+    /// file, when there is one) in a detached `<file>.sig`; empty: no signature required.
+    #[serde(default)]
+    pub signed_by: Vec<String>,
     /// Fault injection for rehearsals and `tierhost eval`: a share of this tier's calls run the
     /// `builtin:chaos` tier in `mode` instead, inside the same sandbox limits.
     #[serde(default)]
@@ -142,6 +152,9 @@ pub struct TierConfig {
     /// Hedging to the next tiers when this one is slow (off unless set).
     #[serde(default)]
     pub hedge: Option<HedgeConfig>,
+    /// A candidate version run in the shadow of this one and compared with it (off unless set).
+    #[serde(default)]
+    pub shadow: Option<ShadowConfig>,
 }
 
 /// Largest model document a tier may be granted.
@@ -162,7 +175,34 @@ impl TierConfig {
             InstanceMode::Reuse => self.warm_instances,
             InstanceMode::Fresh => 0,
         };
-        (self.max_concurrent as u64).saturating_add(warm as u64)
+        // The candidate's calls, and as many warm instances when the tier reuses them.
+        let shadow = self.shadow.as_ref().map_or(0, |s| match self.instances {
+            InstanceMode::Reuse => s.max_concurrent.saturating_mul(2),
+            InstanceMode::Fresh => s.max_concurrent,
+        });
+        (self.max_concurrent as u64)
+            .saturating_add(warm as u64)
+            .saturating_add(shadow as u64)
+    }
+
+    /// The tier as its shadow candidate would serve it: the candidate's plugin, and its model,
+    /// params and limits where `[tier.shadow]` sets them (the rest is the tier's). `None`
+    /// without a shadow. Promoting the candidate makes this the tier.
+    pub fn candidate(&self) -> Option<TierConfig> {
+        let shadow = self.shadow.as_ref()?;
+        let mut tier = self.clone();
+        tier.plugin = shadow.plugin.clone();
+        if let Some(model) = &shadow.model {
+            tier.model = Some(model.clone());
+        }
+        if let Some(params) = &shadow.params {
+            tier.params = params.clone();
+        }
+        if let Some(limits) = &shadow.limits {
+            tier.limits = limits.clone();
+        }
+        tier.shadow = None;
+        Some(tier)
     }
 }
 
@@ -198,11 +238,14 @@ impl TierConfig {
             limits: TierLimits::default(),
             accept: AcceptConfig::default(),
             params: toml::Table::new(),
+            features: None,
             model: None,
+            signed_by: Vec::new(),
             chaos: None,
             ood: None,
             breaker: None,
             hedge: None,
+            shadow: None,
         })
     }
 
@@ -220,6 +263,30 @@ impl TierConfig {
                 return field("plugin", "builtin: needs a name, e.g. builtin:rules");
             }
             _ => {}
+        }
+        if !self.signed_by.is_empty() {
+            // A detached signature sits beside a file; builtins ship inside the host binary
+            // (as trusted as the host itself) and bytes given in code have no file.
+            let not_a_file = |source: &PluginSource| match source {
+                PluginSource::File(_) => None,
+                PluginSource::Builtin(_) => Some(
+                    "a builtin: plugin is part of the host binary and carries no signature; \
+                     remove signed_by or name a .wasm file",
+                ),
+                PluginSource::Bytes(_) => Some(
+                    "a plugin given as bytes has no file for a detached .sig; verify the bytes \
+                     before building the config (tierhost::Signers::verify), or load a file",
+                ),
+            };
+            if let Some(problem) = not_a_file(&self.plugin) {
+                return field("signed_by", problem);
+            }
+            if let Some(problem) = self.shadow.as_ref().and_then(|s| not_a_file(&s.plugin)) {
+                return field(
+                    "shadow.plugin",
+                    &format!("the tier has signed_by, so its candidate is checked too: {problem}"),
+                );
+            }
         }
         if !(0.0..=1.0).contains(&self.min_confidence) {
             return field("min_confidence", "must be within [0, 1]");
@@ -245,7 +312,27 @@ impl TierConfig {
         if let Some(hedge) = &self.hedge {
             hedge.validate().map_err(nested("hedge"))?;
         }
+        if let Some(shadow) = &self.shadow {
+            shadow.validate().map_err(nested("shadow"))?;
+            if let Some(limits) = &shadow.limits {
+                limits.validate(engine).map_err(nested("shadow.limits"))?;
+            }
+            if let Some(params) = &shadow.params {
+                flatten_params(params).map_err(|p| ("shadow.params".to_string(), p))?;
+            }
+        }
         flatten_params(&self.params).map_err(|p| ("params".to_string(), p))?;
+        if let Some(features) = &self.features {
+            let mut seen = std::collections::HashSet::new();
+            for name in features {
+                if name.is_empty() {
+                    return field("features", "feature names must be non-empty");
+                }
+                if !seen.insert(name.as_str()) {
+                    return Err(("features".to_string(), format!("`{name}` is listed twice")));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -318,6 +405,11 @@ impl TierConfigBuilder {
         self.0.params = params;
         self
     }
+    /// Least privilege: the tier sees only these features (exact names).
+    pub fn features<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.0.features = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
     /// A circuit breaker.
     pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
         self.0.breaker = Some(breaker);
@@ -331,6 +423,11 @@ impl TierConfigBuilder {
     /// An out-of-distribution guard.
     pub fn ood(mut self, ood: OodConfig) -> Self {
         self.0.ood = Some(ood);
+        self
+    }
+    /// Require the plugin (and model) files to be signed by one of these `[trust]` keys.
+    pub fn signed_by(mut self, keys: Vec<String>) -> Self {
+        self.0.signed_by = keys;
         self
     }
     /// The tier config.

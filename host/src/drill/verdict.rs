@@ -154,6 +154,7 @@ mod tests {
                 plugin: None,
                 version: None,
                 sha256: None,
+                config_digest: String::new(),
             },
             degraded: true,
             elapsed_us: 100,

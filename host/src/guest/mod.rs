@@ -29,7 +29,10 @@ mod wasi;
 
 pub use faults::classify;
 use faults::{tier_error, truncate};
-pub use types::{Description, Prediction, TierKind, TierOutcome, TierRequest, lower};
+pub use types::{
+    Description, FeatureAllowlist, Prediction, TierKind, TierOutcome, TierRequest, lower,
+    lower_allowed,
+};
 use wasi::{frozen_timers, wasi_ctx};
 
 use crate::config::ParamValue;

@@ -76,11 +76,22 @@ pub type TierRequest = wit::Request;
 
 /// Converts a request to the form tiers receive.
 pub fn lower(request: &Request) -> TierRequest {
+    lower_where(request, |_| true)
+}
+
+/// Converts a request to the form a tier with a `features` allowlist receives: only the
+/// features the list names, in the caller's order. The rest never cross the boundary.
+pub fn lower_allowed(request: &Request, allowlist: &FeatureAllowlist) -> TierRequest {
+    lower_where(request, |name| allowlist.allows(name))
+}
+
+fn lower_where(request: &Request, keep: impl Fn(&str) -> bool) -> TierRequest {
     wit::Request {
         id: request.id.clone(),
         features: request
             .features
             .iter()
+            .filter(|(name, _)| keep(name))
             .map(|(name, value)| wit::Feature {
                 name: name.clone(),
                 value: match value {
@@ -92,5 +103,24 @@ pub fn lower(request: &Request) -> TierRequest {
                 },
             })
             .collect(),
+    }
+}
+
+/// A tier's `features` allowlist (least privilege), as the host applies it. Names match byte
+/// for byte: `Amount`, `amount ` or a Cyrillic `а` in `аmount` are other features, because
+/// any folding or normalisation would let a caller smuggle a feature past the list under a
+/// look-alike name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureAllowlist(std::collections::HashSet<String>);
+
+impl FeatureAllowlist {
+    /// The allowlist of `names`.
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a String>) -> Self {
+        Self(names.into_iter().cloned().collect())
+    }
+
+    /// Whether the tier may see the feature `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        self.0.contains(name)
     }
 }

@@ -18,6 +18,14 @@ use crate::events::AuditLog;
 pub trait PolicyObserver: Send + Sync {
     /// A tier's circuit breaker changed state.
     fn breaker_transition(&self, tier: &str, from: BreakerState, to: BreakerState);
+    /// A shadowed request was compared (or dropped); `agreement` is the tier's agreement so far.
+    fn shadow_call(
+        &self,
+        _tier: &str,
+        _outcome: crate::shadow::ShadowOutcome,
+        _agreement: Option<f64>,
+    ) {
+    }
 }
 
 /// State that outlives a request and a reload.

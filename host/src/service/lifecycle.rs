@@ -112,14 +112,23 @@ mod watch {
     /// Debounce for file-change reloads: editors and `cp` produce bursts of events.
     const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
 
-    /// Paths whose change triggers a reload: the config and every tier's `.wasm` file.
+    /// Paths whose change triggers a reload: the config, every tier's `.wasm` file and, for
+    /// tiers with `signed_by`, the `.sig` of the plugin and of the model (a pipeline that
+    /// writes the signature after the file gets a reload that sees both).
     fn watched_files(service: &CascadeService) -> BTreeSet<PathBuf> {
         let live = service.current();
         let mut files = BTreeSet::new();
         files.insert(absolute(service.config_path()));
         for tier in &live.config.tiers {
-            if let Some(file) = tier.plugin.file(&live.config.base_dir) {
-                files.insert(absolute(&file));
+            let plugin = tier.plugin.file(&live.config.base_dir);
+            if let Some(file) = &plugin {
+                files.insert(absolute(file));
+            }
+            if !tier.signed_by.is_empty() {
+                let model = tier.model.as_ref().map(|m| live.config.resolve(m));
+                for file in plugin.iter().chain(&model) {
+                    files.insert(absolute(&crate::signing::signature_path(file)));
+                }
             }
         }
         files

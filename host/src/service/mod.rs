@@ -13,10 +13,12 @@ use tokio::sync::Semaphore;
 
 mod lifecycle;
 mod reload;
+mod rollout;
 
 pub use lifecycle::{Background, shutdown_signal};
 use reload::load_off_request_path;
 pub use reload::{ReloadOutcome, ReloadReport};
+pub use rollout::{RolloutAction, RolloutError, RolloutReport};
 
 use crate::alerts::FallbackAlerts;
 use crate::answer::Answer;
@@ -37,8 +39,8 @@ pub const BUDGET_GRACE: Duration = Duration::from_millis(50);
 
 /// A loaded cascade with the config it came from.
 pub struct Live {
-    /// The cascade.
-    pub cascade: Cascade,
+    /// The cascade (shared with the generation a rollback returns to).
+    pub cascade: Arc<Cascade>,
     /// Its config.
     pub config: Config,
     /// 1 for the cascade loaded at start, +1 per applied reload.
@@ -57,6 +59,8 @@ pub struct CascadeService {
     memory: Arc<PolicyMemory>,
     alerts: FallbackAlerts,
     started: Instant,
+    /// What a rollback returns to, after a promote.
+    rollback: std::sync::Mutex<Option<rollout::Rollback>>,
 }
 
 impl CascadeService {
@@ -86,12 +90,13 @@ impl CascadeService {
             engine,
             config_path,
             current: ArcSwap::from_pointee(Live {
-                cascade,
+                cascade: Arc::new(cascade),
                 config,
                 generation: 1,
             }),
             reload_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
+            rollback: std::sync::Mutex::new(None),
         });
         service.publish_tiers();
         Ok(service)

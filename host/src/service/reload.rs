@@ -49,6 +49,11 @@ impl CascadeService {
     /// atomically, or rejects it and keeps the working cascade.
     pub async fn reload_with(&self, config: Config, trigger: &str) -> ReloadReport {
         let _one_at_a_time = self.reload_lock.lock().await;
+        self.apply(config, trigger).await
+    }
+
+    /// [`Self::reload_with`]'s work; the caller holds the reload lock.
+    pub(super) async fn apply(&self, config: Config, trigger: &str) -> ReloadReport {
         let started = Instant::now();
         let result = self.load_candidate(config).await;
         let previous = self.current.load_full();
@@ -61,7 +66,7 @@ impl CascadeService {
                 let digests = cascade.plugin_digests();
                 self.engine.retain_compiled(|sha| digests.contains(sha));
                 self.current.store(Arc::new(Live {
-                    cascade,
+                    cascade: Arc::new(cascade),
                     config,
                     generation,
                 }));

@@ -69,6 +69,7 @@ fn cached_answers_survive_their_redis_encoding() {
                 plugin: Some("fraud-rules".into()),
                 version: Some("0.1.0".into()),
                 sha256: Some("ab".repeat(32)),
+                config_digest: "cd".repeat(32),
             },
             degraded: true,
         };

@@ -8,6 +8,7 @@ use tierhost::Config;
 
 /// A config with every section present and every optional field left out.
 const ALL_SECTIONS: &str = r#"
+[trust]
 [cache]
 [escalation]
 queue = "q.db"
@@ -60,6 +61,8 @@ fn actual_defaults() -> BTreeMap<&'static str, Value> {
         ("[engine]", json(&config.engine)),
         ("[server]", json(&config.server)),
         ("[alerts]", json(&config.alerts)),
+        // Named keys, no fixed fields: empty unless set.
+        ("[trust]", json(&config.trust)),
     ])
 }
 

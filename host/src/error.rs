@@ -150,7 +150,7 @@ pub enum SignatureError {
     },
     /// Signed by a key that is not in `[trust]` at all.
     #[error(
-        "signed by key `{signer}` ({key}), not one of [{accepted}]: that key is not in [trust]",
+        "signed by untrusted key {key} (calling itself `{signer}`), not one of [{accepted}]",
         accepted = .accepted.join(", ")
     )]
     UnknownKey {

@@ -84,8 +84,9 @@ pub use answer::{
 pub use cascade::{Cascade, CascadeTier, HiddenFeatureRead, SAFE_DEFAULT};
 pub use config::{
     AcceptConfig, AlertConfig, BreakerConfig, CacheConfig, CascadeSettings, ChaosConfig, ChaosMode,
-    Config, ConfigChange, ConfigDiff, EscalationConfig, FileDigest, TierFile, HedgeConfig, InstanceMode, OodConfig, OodMethod, ParamValue,
-    PluginSource, QueueSync, SafeDefaultConfig, ServerConfig, TierConfig, TierConfigBuilder,
+    Config, ConfigChange, ConfigDiff, EscalationConfig, FileDigest, HedgeConfig, InstanceMode,
+    OodConfig, OodMethod, ParamValue, PluginSource, QueueSync, SafeDefaultConfig, ServerConfig,
+    TierConfig, TierConfigBuilder, TierFile,
 };
 pub use engine::{COMPILER_ENV, CompileStats, TierEngine, compile_component_main};
 pub use error::{

@@ -145,7 +145,17 @@ async fn serve(config_path: &Path, listen: Option<String>) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tierhost::server::serve(service, listener).await?;
+    let server = service.current().config.server.clone();
+    let admin = match &server.admin_listen {
+        Some(admin_addr) => Some(
+            tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .with_context(|| format!("cannot listen on {admin_addr} (server.admin_listen)"))?,
+        ),
+        None => None,
+    };
+    let auth = tierhost::server::AdminAuth::from_config(&server);
+    tierhost::server::serve_listeners(service, listener, admin, auth).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -356,21 +366,20 @@ fn verify(
     files: &[std::path::PathBuf],
 ) -> Result<ExitCode> {
     let mut failed = false;
-    let mut report =
-        |what: String, outcome: &Result<signing::Verified, tierhost::LoadError>| match outcome {
-            Ok(v) => println!("ok  {what}: signed by `{}` (sha256 {})", v.signer, v.sha256),
-            Err(e) => {
-                failed = true;
-                eprintln!("error: {what}: {e}");
-            }
-        };
+    let mut report = |what: String, outcome: Result<signing::Verified, String>| match outcome {
+        Ok(v) => println!("ok  {what}: signed by `{}` (sha256 {})", v.signer, v.sha256),
+        Err(e) => {
+            failed = true;
+            eprintln!("error: {what}: {e}");
+        }
+    };
     match (config, pubkey) {
         (Some(path), _) => {
             let config = Config::load(path)?;
             for check in signing::verify_config(&config) {
                 report(
                     format!("tier \"{}\" {}", check.tier, check.role),
-                    &check.outcome,
+                    check.outcome.map_err(|e| e.to_string()),
                 );
             }
             for tier in config.tiers.iter().filter(|t| t.signed_by.is_empty()) {
@@ -384,19 +393,9 @@ fn verify(
             let signers = signing::Signers::new(vec![name.clone()], [(name, key)].into());
             for file in files {
                 let outcome = std::fs::read(file)
-                    .map_err(|e| tierhost::LoadError::Read {
-                        path: file.clone(),
-                        message: e.to_string(),
-                    })
-                    .and_then(|bytes| {
-                        signers.verify(file, &bytes).map_err(|error| {
-                            tierhost::LoadError::Signature {
-                                path: file.clone(),
-                                error,
-                            }
-                        })
-                    });
-                report(file.display().to_string(), &outcome);
+                    .map_err(|e| format!("cannot read: {e}"))
+                    .and_then(|bytes| signers.verify(file, &bytes).map_err(|e| e.to_string()));
+                report(file.display().to_string(), outcome);
             }
         }
         (None, None) => anyhow::bail!("give --config FILE or --pubkey KEY FILE..."),

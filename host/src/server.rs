@@ -34,15 +34,15 @@ pub const ADMIN_TOKEN_ENV: &str = "TIERHOST_ADMIN_TOKEN";
 /// Who may call the admin endpoints (`/admin/*`, `/v1/escalations*`).
 #[derive(Clone, Default)]
 pub struct AdminAuth {
-    /// sha256 of the bearer token; `None`: no token is required.
-    token_digest: Option<[u8; 32]>,
+    /// sha256 of each accepted bearer token; empty: no token is required.
+    token_digests: Vec<[u8; 32]>,
 }
 
 impl AdminAuth {
     /// A token is required (`Authorization: Bearer <token>`).
     pub fn bearer(token: &str) -> Self {
         Self {
-            token_digest: Some(sha2::Sha256::digest(token.as_bytes()).into()),
+            token_digests: vec![sha2::Sha256::digest(token.as_bytes()).into()],
         }
     }
 
@@ -53,23 +53,41 @@ impl AdminAuth {
 
     /// The token in [`ADMIN_TOKEN_ENV`] when it is set and not empty, else no token.
     pub fn from_env() -> Self {
-        match std::env::var(ADMIN_TOKEN_ENV) {
-            Ok(token) if !token.trim().is_empty() => Self::bearer(token.trim()),
-            _ => Self::open(),
+        Self::from_config(&crate::config::ServerConfig::default())
+    }
+
+    /// The tokens `server.admin_token_sha256` and [`ADMIN_TOKEN_ENV`] name (either is
+    /// accepted); no token is required when neither is set.
+    pub fn from_config(server: &crate::config::ServerConfig) -> Self {
+        let mut auth = Self::open();
+        if let Some(digest) = server
+            .admin_token_sha256
+            .as_deref()
+            .and_then(|hex_digest| hex::decode(hex_digest).ok())
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        {
+            auth.token_digests.push(digest);
         }
+        if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV)
+            && !token.trim().is_empty()
+        {
+            auth.token_digests
+                .push(sha2::Sha256::digest(token.trim().as_bytes()).into());
+        }
+        auth
     }
 
     /// Whether a token is required.
     pub fn required(&self) -> bool {
-        self.token_digest.is_some()
+        !self.token_digests.is_empty()
     }
 
     /// `Ok` when the request may pass; else the status to answer: 401 without a bearer token,
     /// 403 with a wrong one.
     fn check(&self, headers: &axum::http::HeaderMap) -> Result<(), StatusCode> {
-        let Some(expected) = &self.token_digest else {
+        if self.token_digests.is_empty() {
             return Ok(());
-        };
+        }
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -77,7 +95,8 @@ impl AdminAuth {
             .map(str::trim)
             .ok_or(StatusCode::UNAUTHORIZED)?;
         // Digests are compared, so the comparison's timing says nothing about the token.
-        if sha2::Sha256::digest(given.as_bytes()).as_slice() == expected {
+        let given: [u8; 32] = sha2::Sha256::digest(given.as_bytes()).into();
+        if self.token_digests.contains(&given) {
             Ok(())
         } else {
             Err(StatusCode::FORBIDDEN)
@@ -124,26 +143,20 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// The router, for embedding or tests, with the admin token of [`AdminAuth::from_env`].
+/// The router, for embedding or tests, with the admin token of [`AdminAuth::from_config`].
 pub fn router(service: Arc<CascadeService>) -> Router {
-    router_with(service, AdminAuth::from_env())
+    let auth = AdminAuth::from_config(&service.current().config.server);
+    router_with(service, auth)
 }
 
-/// The router with `auth` guarding the admin endpoints.
+/// The router with `auth` guarding the admin endpoints: public and admin routes together.
 pub fn router_with(service: Arc<CascadeService>, auth: AdminAuth) -> Router {
-    let server = service.current().config.server.clone();
-    let admin = Router::new()
-        .route("/admin/reload", post(admin_reload))
-        .route("/admin/tiers/{name}/breaker", post(admin_breaker))
-        .route("/admin/tiers/{name}/promote", post(admin_promote))
-        .route("/admin/tiers/{name}/rollback", post(admin_rollback));
-    #[cfg(feature = "escalation")]
-    let admin = admin
-        .route("/v1/escalations", get(review::list))
-        .route("/v1/escalations/{id}", get(review::show))
-        .route("/v1/escalations/{id}/resolve", post(review::resolve));
-    let admin = admin.route_layer(axum::middleware::from_fn_with_state(auth, require_admin));
-    let public = Router::new()
+    public_router(service.clone()).merge(admin_router(service, auth))
+}
+
+/// The public routes: predict, batch, tiers, shadow reports, health, metrics, OpenAPI.
+pub fn public_router(service: Arc<CascadeService>) -> Router {
+    let router = Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/predict/batch", post(predict_batch))
         .route("/v1/tiers", get(tiers))
@@ -158,10 +171,31 @@ pub fn router_with(service: Arc<CascadeService>, auth: AdminAuth) -> Router {
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         );
+    with_state(router, service)
+}
+
+/// The admin routes (`/admin/*`, the review queue and its page), behind `auth`.
+pub fn admin_router(service: Arc<CascadeService>, auth: AdminAuth) -> Router {
+    let admin = Router::new()
+        .route("/admin/reload", post(admin_reload))
+        .route("/admin/tiers/{name}/breaker", post(admin_breaker))
+        .route("/admin/tiers/{name}/promote", post(admin_promote))
+        .route("/admin/tiers/{name}/rollback", post(admin_rollback));
     #[cfg(feature = "escalation")]
-    let public = public.route("/review", get(review_page));
-    public
-        .merge(admin)
+    let admin = admin
+        .route("/v1/escalations", get(review::list))
+        .route("/v1/escalations/{id}", get(review::show))
+        .route("/v1/escalations/{id}/resolve", post(review::resolve));
+    let admin = admin.route_layer(axum::middleware::from_fn_with_state(auth, require_admin));
+    // The page holds no data (its API calls carry the token), so it is not behind the token.
+    #[cfg(feature = "escalation")]
+    let admin = admin.route("/review", get(review_page));
+    with_state(admin, service)
+}
+
+fn with_state(router: Router<AppState>, service: Arc<CascadeService>) -> Router {
+    let server = service.current().config.server.clone();
+    router
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
         .with_state(AppState {
             service,
@@ -640,12 +674,13 @@ async fn admin_rollback(
 
 /// Runs the service on `listener` until SIGTERM / Ctrl-C, with its background work (reloads,
 /// alerts), then drains in-flight requests and flushes the audit log. The admin token comes
-/// from [`ADMIN_TOKEN_ENV`].
+/// from `server.admin_token_sha256` and [`ADMIN_TOKEN_ENV`].
 pub async fn serve(
     service: Arc<CascadeService>,
     listener: tokio::net::TcpListener,
 ) -> Result<(), ServiceError> {
-    serve_with(service, listener, AdminAuth::from_env()).await
+    let auth = AdminAuth::from_config(&service.current().config.server);
+    serve_with(service, listener, auth).await
 }
 
 /// [`serve`] with `auth` guarding the admin endpoints.
@@ -654,19 +689,55 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     auth: AdminAuth,
 ) -> Result<(), ServiceError> {
+    serve_listeners(service, listener, None, auth).await
+}
+
+/// Serves the public routes on `public` and the admin routes on `admin` (both on `public`
+/// when `admin` is `None`) until SIGTERM / Ctrl-C, then drains both.
+pub async fn serve_listeners(
+    service: Arc<CascadeService>,
+    public: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+    auth: AdminAuth,
+) -> Result<(), ServiceError> {
     let background = service.run_background()?;
-    let addr = listener.local_addr()?;
-    if !auth.required() && !addr.ip().is_loopback() {
+    let public_addr = public.local_addr()?;
+    let admin_addr = match &admin {
+        Some(listener) => listener.local_addr()?,
+        None => public_addr,
+    };
+    if !auth.required() && !admin_addr.ip().is_loopback() {
         tracing::warn!(
-            %addr,
+            addr = %admin_addr,
             "admin endpoints (/admin/*, /v1/escalations) are open to anyone who can reach this \
-             address: set {ADMIN_TOKEN_ENV} to require a bearer token"
+             address: set {ADMIN_TOKEN_ENV} or server.admin_token_sha256 to require a bearer token"
         );
     }
-    tracing::info!(%addr, admin_token = auth.required(), "tierhost serving");
-    axum::serve(listener, router_with(service.clone(), auth))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    tracing::info!(%public_addr, %admin_addr, admin_token = auth.required(), "tierhost serving");
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    match admin {
+        None => {
+            axum::serve(public, router_with(service.clone(), auth))
+                .with_graceful_shutdown(until_stopped(stopping))
+                .await?;
+        }
+        Some(admin) => {
+            let public = axum::serve(public, public_router(service.clone()))
+                .with_graceful_shutdown(until_stopped(stopping.clone()));
+            let admin = axum::serve(admin, admin_router(service.clone(), auth))
+                .with_graceful_shutdown(until_stopped(stopping));
+            let (public, admin) = tokio::join!(public.into_future(), admin.into_future());
+            public?;
+            admin?;
+        }
+    }
     drop(background);
     service.flush();
     tracing::info!("stopped: in-flight requests finished, audit log flushed");

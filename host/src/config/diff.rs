@@ -117,7 +117,10 @@ fn sections(config: &Config) -> [(&'static str, Value); 8] {
     let json = |value: Result<Value, serde_json::Error>| value.unwrap_or(Value::Null);
     [
         ("cascade", json(serde_json::to_value(&config.cascade))),
-        ("safe_default", json(serde_json::to_value(&config.safe_default))),
+        (
+            "safe_default",
+            json(serde_json::to_value(&config.safe_default)),
+        ),
         ("cache", json(serde_json::to_value(&config.cache))),
         ("escalation", json(serde_json::to_value(&config.escalation))),
         ("trust", json(serde_json::to_value(&config.trust))),
@@ -132,9 +135,8 @@ impl ConfigDiff {
     /// configs name (relative paths against each config's own directory).
     pub fn between(old: &Config, new: &Config) -> Self {
         let mut changes = Vec::new();
-        let position = |config: &Config, name: &str| {
-            config.tiers.iter().position(|t| t.name == name)
-        };
+        let position =
+            |config: &Config, name: &str| config.tiers.iter().position(|t| t.name == name);
         for (i, tier) in new.tiers.iter().enumerate() {
             if position(old, &tier.name).is_none() {
                 changes.push(ConfigChange::TierAdded {
@@ -173,8 +175,7 @@ impl ConfigDiff {
                 tier_changes(old, before, new, tier, &mut changes);
             }
         }
-        for ((section, old_value), (_, new_value)) in sections(old).into_iter().zip(sections(new))
-        {
+        for ((section, old_value), (_, new_value)) in sections(old).into_iter().zip(sections(new)) {
             compare(section, &old_value, &new_value, &mut |field, old, new| {
                 changes.push(ConfigChange::Setting { field, old, new });
             });
@@ -234,14 +235,19 @@ fn tier_changes(
         }
         value
     };
-    compare("", &settings(before), &settings(after), &mut |field, old, new| {
-        changes.push(ConfigChange::TierSetting {
-            tier: tier.clone(),
-            field,
-            old,
-            new,
-        });
-    });
+    compare(
+        "",
+        &settings(before),
+        &settings(after),
+        &mut |field, old, new| {
+            changes.push(ConfigChange::TierSetting {
+                tier: tier.clone(),
+                field,
+                old,
+                new,
+            });
+        },
+    );
 }
 
 /// Reports every leaf that differs between `old` and `new` under `path`: objects are compared
@@ -345,12 +351,9 @@ impl fmt::Display for ConfigChange {
             Self::TierRemoved { tier, position } => {
                 write!(f, "- tier \"{tier}\" removed (was at position {position})")
             }
-            Self::TiersReordered { old, new } => write!(
-                f,
-                "~ tier order: {} -> {}",
-                old.join(", "),
-                new.join(", ")
-            ),
+            Self::TiersReordered { old, new } => {
+                write!(f, "~ tier order: {} -> {}", old.join(", "), new.join(", "))
+            }
             Self::TierReversioned {
                 tier,
                 file,
@@ -581,7 +584,13 @@ plugin = "builtin:linear"
         let diff = ConfigDiff::between(&load(&a), &load(&b));
         assert_eq!(diff.changes.len(), 1, "{diff}");
         assert!(
-            matches!(&diff.changes[0], ConfigChange::TierReversioned { file: TierFile::Plugin, .. }),
+            matches!(
+                &diff.changes[0],
+                ConfigChange::TierReversioned {
+                    file: TierFile::Plugin,
+                    ..
+                }
+            ),
             "{diff}"
         );
         // The same config text: answers keep their config digest, the plugin digest moves.

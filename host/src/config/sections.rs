@@ -51,6 +51,11 @@ pub struct ServerConfig {
     pub max_batch: usize,
     /// Watch the config and plugin files and reload on change.
     pub watch: bool,
+    /// A separate address for the admin endpoints (`/admin/*`, `/v1/escalations*`, `/review`);
+    /// when set they are served there only, not on `listen`.
+    pub admin_listen: Option<String>,
+    /// sha256 (hex) of the admin bearer token; the token itself is never in the config.
+    pub admin_token_sha256: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +66,8 @@ impl Default for ServerConfig {
             max_in_flight: 256,
             max_batch: 256,
             watch: true,
+            admin_listen: None,
+            admin_token_sha256: None,
         }
     }
 }
@@ -187,6 +194,18 @@ impl ServerConfig {
         }
         if self.max_batch == 0 {
             return Err(("max_batch", "must be at least 1".into()));
+        }
+        if let Some(digest) = &self.admin_token_sha256
+            && (digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err((
+                "admin_token_sha256",
+                "must be 64 hex digits: the sha256 of the token (`printf %s \"$TOKEN\" | sha256sum`)"
+                    .into(),
+            ));
+        }
+        if self.admin_listen.as_deref() == Some(self.listen.as_str()) {
+            return Err(("admin_listen", "must differ from `listen`".into()));
         }
         Ok(())
     }

@@ -105,3 +105,95 @@ fn a_malformed_token_digest_or_a_shared_address_is_refused() {
         assert!(err.contains(field), "{err}");
     }
 }
+
+/// A self-signed certificate for 127.0.0.1 named `cn`, written as `<name>.cert.pem` and
+/// `<name>.key.pem` in `dir` (openssl, as an operator would make one).
+fn self_signed(dir: &std::path::Path, name: &str, cn: &str) {
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={cn}")])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key.pem")))
+        .arg("-out")
+        .arg(dir.join(format!("{name}.cert.pem")))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (scripts/test.sh installs it)");
+    assert!(status.success(), "openssl req failed");
+}
+
+/// `GET url` with curl trusting only `ca`: the body, or `None` when the request failed.
+fn curl(url: &str, ca: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .arg(url)
+        .output()
+        .expect("curl (scripts/test.sh installs it)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_https_and_picks_up_a_replaced_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    self_signed(dir.path(), "one", "tierhost-test-one");
+    self_signed(dir.path(), "two", "tierhost-test-two");
+    for part in ["cert", "key"] {
+        std::fs::copy(
+            dir.path().join(format!("one.{part}.pem")),
+            dir.path().join(format!("live.{part}.pem")),
+        )
+        .unwrap();
+    }
+    let config = format!(
+        "[server.tls]\ncert = \"live.cert.pem\"\nkey = \"live.key.pem\"\ncheck_s = 1\n{RULES_FILE_TIER}"
+    );
+    let path = write_config_dir(dir.path(), &config);
+    let port = free_port();
+    let mut proc = Proc::spawn(&mut serve_command(&path, port));
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let one = dir.path().join("one.cert.pem");
+    let two = dir.path().join("two.cert.pem");
+    wait_for("HTTPS with the first certificate", async || {
+        if let Some(status) = proc.exited() {
+            panic!("tierhost serve exited ({status})");
+        }
+        curl(&url, &one)
+    })
+    .await;
+    assert!(
+        curl(&url, &two).is_none(),
+        "only the served certificate is trusted"
+    );
+    let plain = Http::local(port).try_send("GET", "/healthz", "").await;
+    assert!(
+        !matches!(plain, Ok((200, _))),
+        "plain HTTP is not served: {plain:?}"
+    );
+
+    // Replace the pair (key first, as a deploy tool writing both would): the server picks
+    // the new one up without a restart, and a moment with a mismatched pair changes nothing.
+    for part in ["key", "cert"] {
+        let tmp = dir.path().join(format!("new.{part}.pem"));
+        std::fs::copy(dir.path().join(format!("two.{part}.pem")), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.path().join(format!("live.{part}.pem"))).unwrap();
+    }
+    wait_for("HTTPS with the replaced certificate", async || {
+        curl(&url, &two)
+    })
+    .await;
+    assert!(curl(&url, &one).is_none());
+    assert!(proc.exited().is_none(), "the server kept running");
+    proc.kill();
+}

@@ -36,6 +36,8 @@ const SET_BY_THIS_TEST: &[(&str, &str)] = &[
     ("[tier.hedge]", "after_ms"),
     ("[escalation]", "queue"),
     ("[tier.shadow]", "plugin"),
+    ("[server.tls]", "cert"),
+    ("[server.tls]", "key"),
     ("[escalation]", "tiers"),
 ];
 
@@ -60,6 +62,7 @@ fn actual_defaults() -> BTreeMap<&'static str, Value> {
         ("[escalation]", json(config.escalation.as_ref().unwrap())),
         ("[engine]", json(&config.engine)),
         ("[server]", json(&config.server)),
+        ("[server.tls]", json(config.server.tls.as_ref().unwrap())),
         ("[alerts]", json(&config.alerts)),
         // Named keys, no fixed fields: empty unless set.
         ("[trust]", json(&config.trust)),

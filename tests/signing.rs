@@ -127,7 +127,11 @@ async fn a_signed_plugin_and_model_load_and_serve() {
     let (_dir, path) = signed_dir(&keys, "", &format!("{SIGNED_RULESET}{SIGNED_RULES}"));
     let config = Config::load(&path).unwrap();
     let cascade = Cascade::with_engine(engine(), &config).await.unwrap();
-    assert!(cascade.load_errors().is_empty(), "{:?}", cascade.load_errors());
+    assert!(
+        cascade.load_errors().is_empty(),
+        "{:?}",
+        cascade.load_errors()
+    );
     let answer = cascade.predict(&request("signed-1")).await;
     assert_eq!(answer.served_by.tier, "ruleset", "{answer:?}");
     assert!(
@@ -145,7 +149,10 @@ async fn a_bad_plugin_signature_is_refused_at_load_before_anything_is_compiled()
         let plugin = dir.path().join("rules.wasm");
         std::fs::write(
             &plugin,
-            variant_of(tierhost::builtin::get("rules").unwrap(), &format!("{fault:?}")),
+            variant_of(
+                tierhost::builtin::get("rules").unwrap(),
+                &format!("{fault:?}"),
+            ),
         )
         .unwrap();
         sign(&keys.fraud, "team-fraud", &plugin);
@@ -161,9 +168,16 @@ async fn a_bad_plugin_signature_is_refused_at_load_before_anything_is_compiled()
         );
         let error = errors[0].1.to_string();
         let reason = fault.reason(&keys, &plugin);
-        assert!(error.contains(&reason), "{fault:?}: `{error}` lacks `{reason}`");
+        assert!(
+            error.contains(&reason),
+            "{fault:?}: `{error}` lacks `{reason}`"
+        );
         assert!(error.contains("rules.wasm refused"), "{fault:?}: {error}");
-        assert_eq!(engine.compile_stats().compiled, 0, "{fault:?}: compiled first");
+        assert_eq!(
+            engine.compile_stats().compiled,
+            0,
+            "{fault:?}: compiled first"
+        );
         // A strict load (check, embedders) fails with the same reason.
         let Err(strict) = cascade.strict(&config) else {
             panic!("{fault:?}: a strict load accepted it");
@@ -218,7 +232,11 @@ async fn a_bad_signature_on_hot_swap_is_rejected_and_the_old_version_keeps_servi
         sign(&keys.fraud, "team-fraud", &plugin);
         fault.apply(&keys, &plugin);
         let report = service.reload("test").await;
-        assert_eq!(report.outcome, ReloadOutcome::Rejected, "{fault:?}: {report:?}");
+        assert_eq!(
+            report.outcome,
+            ReloadOutcome::Rejected,
+            "{fault:?}: {report:?}"
+        );
         let reason = report.reason.clone().unwrap_or_default();
         let expected = fault.reason(&keys, &plugin);
         assert!(
@@ -228,7 +246,10 @@ async fn a_bad_signature_on_hot_swap_is_rejected_and_the_old_version_keeps_servi
         assert_eq!(report.generation, 1, "{fault:?}");
         let answer = service.predict(&request(&format!("after-{i}"))).await;
         assert_eq!(answer.served_by.tier, "rules", "{fault:?}: {answer:?}");
-        assert_eq!(answer.served_by.sha256, old_sha, "{fault:?}: the old version serves");
+        assert_eq!(
+            answer.served_by.sha256, old_sha,
+            "{fault:?}: the old version serves"
+        );
     }
     assert!(
         service
@@ -310,7 +331,9 @@ fn config_refuses_unknown_signers_bad_keys_and_signed_builtins() {
         err.contains("tier \"a\" (tier[0]).signed_by: `team-x` is not a key in [trust] (known: [team-fraud, team-ops])"),
         "{err}"
     );
-    let err = parse("[trust]\nteam-fraud = \"ed25519:AAAA\"\n[[tier]]\nname = \"a\"\nplugin = \"a.wasm\"\n");
+    let err = parse(
+        "[trust]\nteam-fraud = \"ed25519:AAAA\"\n[[tier]]\nname = \"a\"\nplugin = \"a.wasm\"\n",
+    );
     assert!(
         err.contains("team-fraud") && err.contains("not an ed25519 public key"),
         "{err}"
@@ -329,7 +352,9 @@ fn config_refuses_unknown_signers_bad_keys_and_signed_builtins() {
         .build();
     let err = Config::from_tiers(vec![tier]).unwrap_err().to_string();
     assert!(
-        err.contains("(tier[0]).signed_by: a plugin given as bytes has no file for a detached .sig"),
+        err.contains(
+            "(tier[0]).signed_by: a plugin given as bytes has no file for a detached .sig"
+        ),
         "{err}"
     );
 }
@@ -354,7 +379,10 @@ fn cli_keygen_sign_verify_round_trip() {
     let dir = dir.path();
     let (code, trust_line, stderr) = tierhost(dir, &["keygen", "--out", "team-fraud.key"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(trust_line.starts_with("team-fraud = \"ed25519:"), "{trust_line}");
+    assert!(
+        trust_line.starts_with("team-fraud = \"ed25519:"),
+        "{trust_line}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -391,10 +419,19 @@ fn cli_keygen_sign_verify_round_trip() {
 
     let (code, stdout, stderr) = tierhost(
         dir,
-        &["sign", "--key", "team-fraud.key", "ruleset.wasm", "rules.json"],
+        &[
+            "sign",
+            "--key",
+            "team-fraud.key",
+            "ruleset.wasm",
+            "rules.json",
+        ],
     );
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("ruleset.wasm.sig") && stdout.contains("rules.json.sig"), "{stdout}");
+    assert!(
+        stdout.contains("ruleset.wasm.sig") && stdout.contains("rules.json.sig"),
+        "{stdout}"
+    );
     let (code, stdout, stderr) = tierhost(dir, &["verify", "--config", "cascade.toml"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
@@ -413,12 +450,17 @@ fn cli_keygen_sign_verify_round_trip() {
     let (code, _, stderr) = tierhost(dir, &["verify", "--config", "cascade.toml"]);
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("tier \"ruleset\" model: rules.json refused: signature does not match the bytes"),
+        stderr.contains(
+            "tier \"ruleset\" model: rules.json refused: signature does not match the bytes"
+        ),
         "{stderr}"
     );
     let (code, _, stderr) = tierhost(dir, &["check", "--config", "cascade.toml"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("signature does not match the bytes"), "{stderr}");
+    assert!(
+        stderr.contains("signature does not match the bytes"),
+        "{stderr}"
+    );
 
     // Another key's signature does not pass for this one.
     let (code, other, _) = tierhost(dir, &["keygen", "--out", "other.key"]);

@@ -266,6 +266,7 @@ fuzz_target!(|out: TierOutput| {
     for line in log.lines() {
         no_control(line);
     }
+    let no_rule = tierhost::escalation::Redaction::default();
     for entry in answer.trail.iter().filter(|e| e.reason.is_some()) {
         let event = tierhost::FallbackEvent {
             time: String::new(),
@@ -279,6 +280,7 @@ fuzz_target!(|out: TierOutput| {
             served_by: &answer.served_by.tier,
             served_version: answer.served_by.version.as_deref(),
             output: &answer.decision,
+            features: no_rule.view(&[]),
         };
         let line = serde_json::to_vec(&event).expect("an audit line serializes");
         assert!(!line.contains(&b'\n'), "an audit line with a line break");

@@ -111,6 +111,19 @@ pub(crate) enum Command {
         #[arg(conflicts_with = "config")]
         files: Vec<PathBuf>,
     },
+    /// Make a tier's shadow candidate its live version on a running server (POST
+    /// /admin/tiers/{name}/promote): atomic, the replaced version kept warm for rollback; the
+    /// tier's promotion gate applies. Sends `Authorization: Bearer $TIERHOST_ADMIN_TOKEN` when
+    /// that variable is set. Exit 1 with the server's reason when it refuses (a gate refusal
+    /// names the numbers).
+    Promote(RolloutArgs),
+    /// Return a tier to the version its last promote replaced, on a running server (POST
+    /// /admin/tiers/{name}/rollback); the token as for `promote`. Exit 1 with the server's
+    /// reason when it refuses.
+    Rollback(RolloutArgs),
+    /// Print a tier's shadow report from a running server (GET /v1/tiers/{name}/shadow): the
+    /// decision diff between the live version and its candidate, and the gate's verdict.
+    Shadow(ShadowArgs),
     /// Internal: compile one plugin under the engine's compile limits (run by the host as a
     /// child process, so a pathological component cannot hold `check` or a reload).
     #[command(hide = true)]
@@ -125,6 +138,38 @@ pub(crate) enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+}
+
+/// `promote` and `rollback`.
+#[derive(clap::Args)]
+pub(crate) struct RolloutArgs {
+    /// The server: its admin listener (`server.admin_listen`) when it has one, else its
+    /// listener.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub(crate) url: String,
+    /// The tier.
+    #[arg(long)]
+    pub(crate) tier: String,
+    /// Who asks, for the server's audit line (default: $USER).
+    #[arg(long)]
+    pub(crate) by: Option<String>,
+    /// Print the server's report as JSON instead of a line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `shadow`.
+#[derive(clap::Args)]
+pub(crate) struct ShadowArgs {
+    /// The server's public listener.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub(crate) url: String,
+    /// The tier.
+    #[arg(long)]
+    pub(crate) tier: String,
+    /// Print the report as the server's JSON document.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Labeled data shared by `eval` and `calibrate`.
@@ -179,6 +224,14 @@ pub(crate) struct EvalArgs {
     /// else the first scenario run.
     #[arg(long, value_name = "NAME", requires = "escalations")]
     pub(crate) escalations_scenario: Option<String>,
+    /// Run a candidate version in the shadow of a tier and print the decision diff beside the
+    /// report (agreement, served differently, score and confidence deltas, faults, latency,
+    /// the disagreeing rows' ids): TIER=FILE, FILE a component relative to the current
+    /// directory (or builtin:NAME). Repeatable, one candidate per tier. The candidate runs on
+    /// every call of its tier during one scenario's replay: `normal` when it is run, else the
+    /// first scenario run (add `--scenario normal` to run only that one).
+    #[arg(long = "shadow", value_name = "TIER=FILE")]
+    pub(crate) shadows: Vec<String>,
 }
 
 #[derive(clap::Args)]

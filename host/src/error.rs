@@ -120,8 +120,8 @@ pub enum LoadError {
     Signature {
         /// The plugin or model file.
         path: PathBuf,
-        /// Why its signature does not hold.
-        error: SignatureError,
+        /// Why its signature does not hold (boxed: a load error stays small).
+        error: Box<SignatureError>,
     },
 }
 
@@ -231,6 +231,9 @@ pub enum ServiceError {
     /// Listening or serving failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A tier that faulted on a sample request of `[cascade] check_samples` (the reload gate).

@@ -70,6 +70,8 @@ mod service;
 pub mod shadow;
 pub mod signing;
 
+#[cfg(feature = "server")]
+pub mod admin_client;
 #[cfg(feature = "eval")]
 pub mod drill;
 #[cfg(feature = "eval")]
@@ -86,7 +88,7 @@ pub use config::{
     AcceptConfig, AlertConfig, BreakerConfig, CacheConfig, CascadeSettings, ChaosConfig, ChaosMode,
     Config, ConfigChange, ConfigDiff, EscalationConfig, FileDigest, HedgeConfig, InstanceMode,
     OodConfig, OodMethod, ParamValue, PluginSource, QueueSync, SafeDefaultConfig, ServerConfig,
-    TierConfig, TierConfigBuilder, TierFile,
+    TierConfig, TierConfigBuilder, TierFile, TlsConfig,
 };
 pub use engine::{COMPILER_ENV, CompileStats, TierEngine, compile_component_main};
 pub use error::{

@@ -15,7 +15,7 @@ use tierhost::{Cascade, Config, Request, TierEngine, signing};
 mod cli;
 use cli::{
     CalibrateArgs, Cli, Command, DataArgs, DrillArgs, EvalArgs, ExportFormatArg, ReviewAction,
-    ReviewArgs, ReviewStatus,
+    ReviewArgs, ReviewStatus, RolloutArgs, ShadowArgs,
 };
 
 fn main() -> ExitCode {
@@ -35,7 +35,10 @@ fn main() -> ExitCode {
         | Command::Review(_)
         | Command::Keygen { .. }
         | Command::Sign { .. }
-        | Command::Verify { .. } => "warn",
+        | Command::Verify { .. }
+        | Command::Promote(_)
+        | Command::Rollback(_)
+        | Command::Shadow(_) => "warn",
         Command::Diff { .. } => "warn",
         Command::Demo { .. } | Command::Eval(_) | Command::Calibrate(_) => "error",
         // Every injected load failure logs an error by design; the matrix reports them.
@@ -82,6 +85,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             pubkey,
             files,
         } => verify(config.as_deref(), pubkey.as_deref(), &files),
+        Command::Promote(args) => rollout(tierhost::RolloutAction::Promote, args).await,
+        Command::Rollback(args) => rollout(tierhost::RolloutAction::Rollback, args).await,
+        Command::Shadow(args) => shadow(args).await,
         Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
     }
 }
@@ -407,6 +413,50 @@ fn verify(
     })
 }
 
+/// `tierhost promote` / `rollback`: the server decides; a refusal is its message (and, for
+/// the gate, the shadow report it decided on) and exit 1.
+async fn rollout(action: tierhost::RolloutAction, args: RolloutArgs) -> Result<ExitCode> {
+    use tierhost::admin_client::{AdminClient, AdminClientError};
+    let client = AdminClient::new(&args.url)?.with_env_token();
+    let by = args.by.or_else(|| {
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+    });
+    let answer = match action {
+        tierhost::RolloutAction::Promote => client.promote(&args.tier, by.as_deref()).await,
+        tierhost::RolloutAction::Rollback => client.rollback(&args.tier, by.as_deref()).await,
+    };
+    match answer {
+        Ok(report) if args.json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Ok(report) => println!("{}", tierhost::admin_client::rollout_line(&report)),
+        Err(AdminClientError::Refused { message, body, .. }) => {
+            eprintln!("error: {message}");
+            if body["shadow"].is_object() {
+                eprint!("{}", tierhost::shadow::render(&body["shadow"]));
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tierhost shadow`: the server's shadow report of a tier.
+async fn shadow(args: ShadowArgs) -> Result<ExitCode> {
+    let client = tierhost::admin_client::AdminClient::new(&args.url)?.with_env_token();
+    match client.shadow_report(&args.tier).await {
+        Ok(report) if args.json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Ok(report) => print!("{}", tierhost::shadow::render(&report)),
+        Err(tierhost::admin_client::AdminClientError::Refused { message, .. }) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// An age as a reviewer reads it.
 fn age(seconds: f64) -> String {
     match seconds {
@@ -476,12 +526,14 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
             Some(eval::EscalationOutput::new(&config, scenario, queue)?)
         }
     };
+    let shadow = shadow_candidates(&config, &scenarios, &args.shadows)?;
     let options = EvalOptions {
         scenarios,
         positive_label: (args.positive.or_else(|| labels.get("1").cloned()))
             .unwrap_or_else(|| "1".into()),
         rows_per_s: args.rate,
         escalations,
+        shadow,
     };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -521,6 +573,42 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--shadow TIER=FILE` arguments: FILE relative to the current directory, or `builtin:NAME`;
+/// the shadowed scenario is `normal` when it runs, else the first one.
+fn shadow_candidates(
+    config: &Config,
+    scenarios: &[Scenario],
+    args: &[String],
+) -> Result<Option<eval::ShadowCandidates>> {
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let candidates = args
+        .iter()
+        .map(|arg| {
+            let (tier, file) = arg
+                .split_once('=')
+                .filter(|(tier, file)| !tier.is_empty() && !file.is_empty())
+                .with_context(|| format!("--shadow {arg}: expected TIER=FILE"))?;
+            let plugin = match file.strip_prefix("builtin:") {
+                Some(name) => tierhost::PluginSource::Builtin(name.to_string()),
+                None => tierhost::PluginSource::File(
+                    std::path::absolute(file).with_context(|| format!("--shadow {arg}"))?,
+                ),
+            };
+            Ok((tier.to_string(), plugin))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let scenario = if scenarios.contains(&Scenario::Normal) {
+        Scenario::Normal
+    } else {
+        scenarios[0]
+    };
+    Ok(Some(eval::ShadowCandidates::new(
+        config, scenario, candidates,
+    )?))
 }
 
 async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {

@@ -6,6 +6,7 @@
 //! produces a 5xx: the cascade always answers.
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -722,24 +723,128 @@ pub async fn serve_listeners(
     let until_stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
-    match admin {
-        None => {
-            axum::serve(public, router_with(service.clone(), auth))
-                .with_graceful_shutdown(until_stopped(stopping))
-                .await?;
+    let tls = {
+        let live = service.current();
+        live.config.server.tls.clone().map(|tls| TlsFiles {
+            cert: live.config.resolve(&tls.cert),
+            key: live.config.resolve(&tls.key),
+            check: Duration::from_secs(tls.check_s),
+        })
+    };
+    let (public_routes, admin) = match admin {
+        None => (router_with(service.clone(), auth), None),
+        Some(admin) => (
+            public_router(service.clone()),
+            Some((admin, admin_router(service.clone(), auth))),
+        ),
+    };
+    let public = async {
+        match tls {
+            None => axum::serve(public, public_routes)
+                .with_graceful_shutdown(until_stopped(stopping.clone()))
+                .await
+                .map_err(ServiceError::from),
+            Some(files) => {
+                serve_tls(
+                    public,
+                    public_routes,
+                    files,
+                    until_stopped(stopping.clone()),
+                )
+                .await
+            }
         }
-        Some(admin) => {
-            let public = axum::serve(public, public_router(service.clone()))
-                .with_graceful_shutdown(until_stopped(stopping.clone()));
-            let admin = axum::serve(admin, admin_router(service.clone(), auth))
-                .with_graceful_shutdown(until_stopped(stopping));
-            let (public, admin) = tokio::join!(public.into_future(), admin.into_future());
-            public?;
-            admin?;
+    };
+    let admin = async {
+        match admin {
+            None => Ok(()),
+            Some((listener, routes)) => axum::serve(listener, routes)
+                .with_graceful_shutdown(until_stopped(stopping.clone()))
+                .await
+                .map_err(ServiceError::from),
         }
-    }
+    };
+    let (public, admin) = tokio::join!(public, admin);
+    public?;
+    admin?;
     drop(background);
     service.flush();
     tracing::info!("stopped: in-flight requests finished, audit log flushed");
     Ok(())
+}
+
+/// The certificate and key of `[server.tls]`, resolved, and how often they are checked.
+struct TlsFiles {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    check: Duration,
+}
+
+impl TlsFiles {
+    /// What identifies the files' current contents (modification time and size of each).
+    fn stamp(&self) -> Option<[(std::time::SystemTime, u64); 2]> {
+        let of = |path: &std::path::Path| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        };
+        Some([of(&self.cert)?, of(&self.key)?])
+    }
+}
+
+/// Serves `routes` over TLS on `listener` until `stop` resolves; re-reads the certificate and
+/// key when their files change (a bad new pair is logged and the old one keeps serving).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    routes: Router,
+    files: TlsFiles,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    // rustls needs a process-wide crypto provider; ring's, unless the embedder installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls_error = |e: std::io::Error| {
+        ServiceError::Tls(format!(
+            "{} / {}: {e}",
+            files.cert.display(),
+            files.key.display()
+        ))
+    };
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+        .await
+        .map_err(tls_error)?;
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        stop.await;
+        shutdown.graceful_shutdown(None);
+    });
+    let reloaded = config.clone();
+    let watcher = tokio::spawn(async move {
+        let mut seen = files.stamp();
+        let mut every = tokio::time::interval(files.check);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            let now = files.stamp();
+            if now.is_none() || now == seen {
+                continue;
+            }
+            match reloaded.reload_from_pem_file(&files.cert, &files.key).await {
+                Ok(()) => {
+                    seen = now;
+                    tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                }
+                Err(error) => tracing::error!(
+                    cert = %files.cert.display(),
+                    %error,
+                    "TLS certificate not reloaded; the previous one keeps serving"
+                ),
+            }
+        }
+    });
+    let served = axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(routes.into_make_service())
+        .await;
+    watcher.abort();
+    Ok(served?)
 }

@@ -24,7 +24,7 @@ pub use diff::{ConfigChange, ConfigDiff, FileDigest, TierFile};
 pub use params::{ParamValue, flatten_params};
 pub use sections::{
     AlertConfig, CascadeSettings, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_BUDGET_MS, DEFAULT_MAX_PENDING,
-    EscalationConfig, MAX_LABEL_BYTES, QueueSync, SafeDefaultConfig, ServerConfig,
+    EscalationConfig, MAX_LABEL_BYTES, QueueSync, SafeDefaultConfig, ServerConfig, TlsConfig,
 };
 pub use tier::{
     AcceptConfig, DEFAULT_MAX_CONCURRENT, InstanceMode, MAX_MODEL_BYTES, PluginSource, TierConfig,

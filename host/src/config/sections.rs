@@ -56,6 +56,26 @@ pub struct ServerConfig {
     pub admin_listen: Option<String>,
     /// sha256 (hex) of the admin bearer token; the token itself is never in the config.
     pub admin_token_sha256: Option<String>,
+    /// TLS for the public listener (off unless set).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: HTTPS on the public listener with rustls; the certificate and key are
+/// re-read when their files change, without a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (relative to the config file).
+    pub cert: PathBuf,
+    /// PEM private key (relative to the config file).
+    pub key: PathBuf,
+    /// How often the files are checked for a change, in seconds.
+    #[serde(default = "default_tls_check_s")]
+    pub check_s: u64,
+}
+
+fn default_tls_check_s() -> u64 {
+    5
 }
 
 impl Default for ServerConfig {
@@ -68,6 +88,7 @@ impl Default for ServerConfig {
             watch: true,
             admin_listen: None,
             admin_token_sha256: None,
+            tls: None,
         }
     }
 }
@@ -206,6 +227,20 @@ impl ServerConfig {
         }
         if self.admin_listen.as_deref() == Some(self.listen.as_str()) {
             return Err(("admin_listen", "must differ from `listen`".into()));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty() {
+                return Err(("tls", "`cert` and `key` must name PEM files".into()));
+            }
+            if tls.check_s == 0 {
+                return Err(("tls.check_s", "must be at least 1".into()));
+            }
+            if !cfg!(feature = "server") {
+                return Err((
+                    "tls",
+                    "this build of tierhost has no HTTP server (cargo feature `server`)".into(),
+                ));
+            }
         }
         Ok(())
     }

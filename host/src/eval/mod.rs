@@ -10,6 +10,8 @@
 //!   and the accuracy-vs-coverage curve;
 //! - `report`: a whole evaluation ([`evaluate`] -> [`EvalReport`]: Markdown, JSON, SVG plots);
 //! - `calibrate`: confidence thresholds ([`calibrate`], [`calibrate_tiers`]);
+//! - `shadow`: candidate versions in the shadow of their tiers during one scenario's replay
+//!   ([`ShadowCandidates`]) and the decision diffs they leave ([`ShadowRuns`]);
 //! - this module: loading a cascade for a replay ([`load_strict`]) and replaying rows ([`run`]).
 //!
 //! Scenarios inject faults with the primary tier's own `[tier.chaos]` setting, so every
@@ -21,6 +23,7 @@ pub mod plots;
 mod report;
 mod scenario;
 mod score;
+mod shadow;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +43,7 @@ pub use score::{
     Latency, Quality, RequestLatency, RunReport, ShiftedQuality, auc, coverage_curve, scored,
     summarize,
 };
+pub use shadow::{MAX_DISAGREEMENTS, ShadowCandidates, ShadowRuns};
 
 use crate::answer::Answer;
 use crate::cascade::Cascade;
@@ -97,6 +101,10 @@ pub enum EvalError {
     /// Escalations cannot be written as asked (`tierhost eval --escalations`).
     #[error("escalations: {0}")]
     Escalations(String),
+    /// A shadow candidate cannot run as asked (`tierhost eval --shadow`): no such tier, a tier
+    /// named twice, or a candidate that does not load.
+    #[error("shadow: {0}")]
+    Shadow(String),
     /// The replay rate is not a positive number of rows per second.
     #[error("the replay rate must be > 0 rows/s, got {0}")]
     Rate(f64),

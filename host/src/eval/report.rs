@@ -12,8 +12,9 @@ use crate::cascade::SAFE_DEFAULT;
 use crate::config::{Config, EscalationConfig};
 use crate::engine::TierEngine;
 use crate::eval::{
-    DEFAULT_ROWS_PER_S, Dataset, EvalError, LabeledRow, RunReport, Scenario, coverage_curve,
-    load_escalating, load_strict, plots, run, scored, single_tier_configs,
+    DEFAULT_ROWS_PER_S, Dataset, EvalError, LabeledRow, RunReport, Scenario, ShadowCandidates,
+    ShadowRuns, coverage_curve, load_escalating, load_strict, plots, run, scored,
+    single_tier_configs,
 };
 
 /// The `min_confidence` values at which the primary's accuracy vs coverage is reported.
@@ -32,6 +33,9 @@ pub struct EvalOptions {
     /// Where the escalations of one scenario are committed; none by default (every other run
     /// escalates nowhere).
     pub escalations: Option<EscalationOutput>,
+    /// Candidate versions run in the shadow of their tiers during one scenario's replay; none
+    /// by default.
+    pub shadow: Option<ShadowCandidates>,
 }
 
 impl Default for EvalOptions {
@@ -42,6 +46,7 @@ impl Default for EvalOptions {
             positive_label: "1".into(),
             rows_per_s: DEFAULT_ROWS_PER_S,
             escalations: None,
+            shadow: None,
         }
     }
 }
@@ -136,6 +141,9 @@ pub struct EvalReport {
     pub rows_per_s: f64,
     /// Every run: the scenarios, then each tier alone.
     pub runs: Vec<RunReport>,
+    /// The decision diffs of the shadowed scenario, when candidates were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRuns>,
     /// The cascade's tiers, in order (not in the JSON document).
     #[serde(skip)]
     pub tiers: Vec<String>,
@@ -162,12 +170,32 @@ pub async fn evaluate(
             output.scenario.name()
         )));
     }
+    // The first run of the shadowed scenario carries the candidates.
+    let shadowed = match &options.shadow {
+        Some(shadow) => Some(
+            options
+                .scenarios
+                .iter()
+                .position(|s| *s == shadow.scenario)
+                .ok_or_else(|| {
+                    EvalError::Shadow(format!(
+                        "scenario `{}` is not among the scenarios run",
+                        shadow.scenario.name()
+                    ))
+                })?,
+        ),
+        None => None,
+    };
     let mut runs: Vec<(String, Config, Vec<LabeledRow>)> = options
         .scenarios
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let replay = s.rows(rows);
-            let config = s.apply(config, replay.len(), options.rows_per_s);
+            let mut config = s.apply(config, replay.len(), options.rows_per_s);
+            if let (Some(shadow), true) = (&options.shadow, shadowed == Some(i)) {
+                config = shadow.apply(&config, replay.len());
+            }
             (s.name().to_string(), config, replay)
         })
         .collect();
@@ -182,6 +210,7 @@ pub async fn evaluate(
     let mut reports = Vec::with_capacity(runs.len());
     let mut curve = Vec::new();
     let mut escalations = None;
+    let mut shadow_runs = None;
     for (i, (name, run_config, replay)) in runs.iter().enumerate() {
         progress(EvalProgress {
             run: name,
@@ -198,6 +227,10 @@ pub async fn evaluate(
             }
             None => load_strict(engine, run_config, options.rows_per_s).await?,
         };
+        let shadow = options.shadow.as_ref().filter(|_| shadowed == Some(i));
+        if let Some(shadow) = shadow {
+            shadow.shadows(&cascade.cascade)?;
+        }
         let (report, answers) = run(name, &cascade, replay, &options.positive_label, || {
             done += 1;
             progress(EvalProgress {
@@ -227,6 +260,12 @@ pub async fn evaluate(
                 }
             }
         }
+        if let Some(shadow) = shadow {
+            shadow_runs = Some(ShadowRuns {
+                scenario: shadow.scenario,
+                reports: shadow.reports(&cascade.cascade).await?,
+            });
+        }
         if i == primary_alone {
             let answers = scored(rows, &answers, &run_config.tiers[0].name);
             curve = coverage_curve(&answers, rows.len(), &CURVE_THRESHOLDS);
@@ -242,13 +281,14 @@ pub async fn evaluate(
         rows: rows.len(),
         rows_per_s: options.rows_per_s,
         runs: reports,
+        shadow: shadow_runs,
         tiers: config.tiers.iter().map(|t| t.name.clone()).collect(),
     })
 }
 
 impl EvalReport {
     /// The Markdown summary: [`markdown`] of the runs, then the first tier's accuracy vs
-    /// coverage as its `min_confidence` varies.
+    /// coverage as its `min_confidence` varies, then the shadow runs' decision diffs.
     pub fn summary(&self) -> String {
         let mut out = markdown(&self.runs, &self.tiers);
         if let (Some(primary), false) = (self.tiers.first(), self.primary_coverage_curve.is_empty())
@@ -266,6 +306,18 @@ impl EvalReport {
                     opt_pct(*accuracy)
                 );
             }
+        }
+        if let Some(shadow) = &self.shadow {
+            let _ = write!(
+                out,
+                "\nShadow runs during scenario `{}` (every call of the tier shadowed, none \
+                 dropped; the scenario's numbers above are the live versions'):\n\n```\n",
+                shadow.scenario.name()
+            );
+            for report in &shadow.reports {
+                let _ = write!(out, "{report}");
+            }
+            out.push_str("```\n");
         }
         out
     }

@@ -27,6 +27,9 @@ use crate::policy::memory::PolicyObserver;
 use crate::reason::FallbackReason;
 use crate::sandbox::Sandbox;
 
+mod render;
+pub use render::{LISTED_DISAGREEMENTS, render};
+
 /// `[tier.shadow]`: a candidate version of the tier, compared with the live one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,6 +9,9 @@ use tierhost::Config;
 /// A config with every section present and every optional field left out.
 const ALL_SECTIONS: &str = r#"
 [trust]
+[server.tls]
+cert = "c.pem"
+key = "k.pem"
 [cache]
 [escalation]
 queue = "q.db"

@@ -197,7 +197,8 @@ fn every_field_of_every_section_is_documented() {
         };
         for field in fields.keys() {
             // Sub-tables have their own section.
-            let nested = format!("[tier.{field}]");
+            let base = section.trim_matches(|c| c == '[' || c == ']');
+            let nested = format!("[{base}.{field}]");
             if !documented.contains(field) && !tables.contains_key(&nested) {
                 missing.push(format!("{section} {field}"));
             }

@@ -20,7 +20,8 @@
 //! /v1/tiers/primary/shadow`. The load generator is pinned to core 0 and the server to core 1
 //! with `taskset` when there are 2+ cores.
 //!
-//! Run: `cargo bench --bench shadow` (5 repetitions, ~4 min). Options: `--seconds S` (open
+//! Measure on a quiet machine, and run the built bench program without `nice` (the servers
+//! inherit its nice value). Run: `cargo bench --bench shadow` (5 repetitions, ~4 min). Options: `--seconds S` (open
 //! loop per run, default 10), `--closed-seconds S` (default 5), `--repetitions N`, `--rate R`
 //! (open-loop requests/s instead of the calibrated one), `--connections C` (default 32),
 //! `--smoke` (one short repetition, ~15 s). Exits 1 when a run failed or lost a request, or
@@ -394,6 +395,10 @@ fn main() {
     let client = runtime.block_on(async { loadgen::client(MAX_IN_FLIGHT) });
 
     println!("shadow run benchmark: {machine}");
+    // The server inherits this process's nice value; under `nice` it competes as an equal
+    // with other niced work on the machine, and the shadow thread (nice 19) gets more of it.
+    let nice = rustix::process::getpriority_process(None).unwrap_or(0);
+    println!("nice value of this process and the servers it starts: {nice}");
     if pinned {
         println!(
             "load generator pinned to core 0, the server (its whole process tree) to core 1 (taskset)"

@@ -99,8 +99,7 @@ fn a_malformed_token_digest_or_a_shared_address_is_refused() {
             std::path::Path::new("c.toml"),
             std::path::Path::new("."),
         )
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
         assert!(err.contains(field), "{err}");
     }

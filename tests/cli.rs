@@ -581,3 +581,132 @@ fn eval_escalations_refuse_a_cascade_that_never_escalates() {
     assert!(!queue.exists(), "nothing was written");
     assert_no_panic(&stderr);
 }
+
+/// `eval --shadow` on the phishing data with two candidates whose decisions are known: the
+/// primary's own component (the trees tier) with a custom section appended (new sha256, same
+/// code, same model: it must agree on every request both answer) and, for the rules tier, the
+/// constant tier (it answers `review`, a label the tier does not accept: it must agree on none
+/// and never be served). Candidate paths are relative to the current directory.
+#[test]
+fn eval_shadow_prints_the_decision_diff_of_candidates_on_the_phishing_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trees_v2 = tierhost::builtin::get("trees").unwrap().to_vec();
+    // A custom section (id 0, size 5, name "v2", payload "xx"): same behaviour, new sha256.
+    trees_v2.extend_from_slice(&[0, 5, 2, b'v', b'2', b'x', b'x']);
+    std::fs::write(dir.path().join("trees-v2.wasm"), &trees_v2).unwrap();
+    std::fs::write(
+        dir.path().join("constant.wasm"),
+        tierhost::builtin::get("constant").unwrap(),
+    )
+    .unwrap();
+    let phishing = |f: &str| format!("{}/examples/phishing/{f}", env!("CARGO_MANIFEST_DIR"));
+    let eval = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tierhost"))
+            .current_dir(dir.path())
+            .args(["eval", "--config", &phishing("cascade.toml")])
+            .args(["--data", &phishing("data/test.csv")])
+            .args([
+                "--labels",
+                "1=phishing,0=legitimate",
+                "--scenario",
+                "normal",
+            ])
+            .args(["--shadow", "primary=trees-v2.wasm"])
+            .args(["--shadow", "rules=constant.wasm"])
+            .args(extra)
+            .output()
+            .expect("run tierhost");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_no_panic(&stderr);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let text = eval(&[]);
+    assert!(
+        text.contains("Shadow runs during scenario `normal`"),
+        "{text}"
+    );
+    let (primary, rules) = (
+        text.find("shadow of tier `primary`")
+            .expect("the primary's block"),
+        text.find("shadow of tier `rules`")
+            .expect("the rules tier's block"),
+    );
+    assert!(primary < rules, "blocks in the order given");
+    assert!(
+        text[primary..rules].contains(": agreement 1.0000\n"),
+        "{text}"
+    );
+    assert!(text[rules..].contains(": agreement 0.0000\n"), "{text}");
+    assert!(
+        text[rules..].contains("candidate: review 0.0000 (conf 1.0000, not served)"),
+        "the disagreeing requests are listed with both outcomes: {text}"
+    );
+
+    let doc: serde_json::Value = serde_json::from_str(&eval(&["--json"])).unwrap();
+    let normal = &doc["runs"][0];
+    assert_eq!(normal["name"], "normal");
+    assert_eq!(doc["shadow"]["scenario"], "normal");
+    let reports = doc["shadow"]["reports"].as_array().unwrap();
+    let (primary, rules) = (&reports[0], &reports[1]);
+    // Every call of the tier that finished was shadowed: all of them but those a hedge
+    // cancelled (at most one per hedge).
+    let shadowed_every_call = |report: &serde_json::Value, tier: &str| {
+        let (calls, made, hedges) = (
+            report["calls"].as_u64().unwrap(),
+            normal["latency"][tier]["calls"].as_u64().unwrap(),
+            normal["hedges"].as_u64().unwrap(),
+        );
+        assert!(
+            calls <= made && calls + hedges >= made,
+            "{tier}: {calls} shadowed, {made} calls made, {hedges} hedges"
+        );
+        assert_eq!(report["dropped"], 0);
+    };
+
+    assert_eq!(primary["tier"], "primary");
+    shadowed_every_call(primary, "primary");
+    assert!(primary["both_answered"].as_u64().unwrap() > 0, "{primary}");
+    assert_eq!(primary["agreed"], primary["both_answered"]);
+    assert_eq!(primary["agreement"], 1.0);
+    assert_eq!(primary["served_differently"], 0);
+    assert_eq!(primary["score_delta"]["max"], 0.0);
+    use sha2::Digest;
+    assert_eq!(
+        primary["candidate"]["Ok"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&trees_v2)),
+        "the candidate is the file named relative to the current directory"
+    );
+    assert_ne!(
+        primary["candidate"]["Ok"]["sha256"],
+        primary["live"]["sha256"]
+    );
+
+    assert_eq!(rules["tier"], "rules");
+    shadowed_every_call(rules, "rules");
+    let compared = rules["both_answered"].as_u64().unwrap();
+    assert!(compared > 0, "{rules}");
+    assert_eq!(rules["agreed"], 0);
+    assert_eq!(rules["agreement"], 0.0);
+    let disagreements = rules["disagreements"].as_array().unwrap();
+    assert!(disagreements.len() as u64 >= compared, "{rules}");
+    let mut live_served = 0;
+    for d in disagreements {
+        let id = d["request_id"].as_str().unwrap();
+        let row: usize = id.strip_prefix("row-").unwrap().parse().unwrap();
+        assert!((1..=250).contains(&row), "{id}");
+        if d["live"]["outcome"] == "answer" && d["candidate"]["outcome"] == "answer" {
+            assert_eq!(d["candidate"]["label"], "review", "{d}");
+            assert_eq!(d["candidate"]["served"], false, "{d}");
+            live_served += u64::from(d["live"]["served"] == true);
+        }
+    }
+    // The candidate's `review` is never served: every compared request the live rules'
+    // answer would serve is served differently, and those are the requests the rules served.
+    assert_eq!(rules["served_differently"], live_served);
+    assert_eq!(
+        normal["served_by"]["rules"]["requests"], live_served,
+        "{normal}"
+    );
+}

@@ -50,6 +50,52 @@ async fn a_config_loaded_twice_has_one_digest() {
     assert_eq!(a.config_digest().len(), 64);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_answer_names_the_digest_of_the_config_serving_now_across_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("[server]\nwatch = false\n{}", common::RULES_FILE_TIER);
+    let path = common::write_config_dir(dir.path(), &toml);
+    let service = tierhost::CascadeService::start(&path).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = common::http::Http::new(format!("http://{}", listener.local_addr().unwrap()));
+    tokio::spawn(tierhost::server::serve(service.clone(), listener));
+
+    let before = tierhost::Config::load(&path).unwrap().answer_digest();
+    let (status, answer) = http.predict("before").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["served_by"]["config_digest"],
+        before.as_str(),
+        "{answer}"
+    );
+    assert!(answer["served_by"]["sha256"].is_string());
+    let tiers = http.get_json("/v1/tiers").await;
+    assert_eq!(tiers["config_digest"], before.as_str(), "{tiers}");
+
+    // A new threshold, reloaded: answers and /v1/tiers name the new digest.
+    std::fs::write(
+        &path,
+        toml.replace("min_confidence = 0.3", "min_confidence = 0.35"),
+    )
+    .unwrap();
+    let after = tierhost::Config::load(&path).unwrap().answer_digest();
+    assert_ne!(after, before);
+    let report = service.reload("test").await;
+    assert_eq!(
+        report.outcome,
+        tierhost::ReloadOutcome::Applied,
+        "{report:?}"
+    );
+    let (_, answer) = http.predict("after").await;
+    assert_eq!(
+        answer["served_by"]["config_digest"],
+        after.as_str(),
+        "{answer}"
+    );
+    let tiers = http.get_json("/v1/tiers").await;
+    assert_eq!(tiers["config_digest"], after.as_str(), "{tiers}");
+}
+
 fn tierhost(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tierhost"))
         .args(args)

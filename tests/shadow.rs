@@ -340,3 +340,145 @@ async fn the_shadow_endpoints_and_metrics() {
         .await;
     assert_eq!(ratio, 0.9);
 }
+
+/// `tierhost` (the real binary) with `args`, the admin token in the environment when given;
+/// run off the runtime's threads so the in-process server keeps answering. Exit code, stdout,
+/// stderr.
+async fn cli(args: Vec<String>, token: Option<&str>) -> (i32, String, String) {
+    let token = token.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tierhost"));
+        command
+            .args(&args)
+            .env_remove(tierhost::server::ADMIN_TOKEN_ENV);
+        if let Some(token) = token {
+            command.env(tierhost::server::ADMIN_TOKEN_ENV, token);
+        }
+        let out = command.output().expect("run tierhost");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn args(command: &str, http: &Http, extra: &[&str]) -> Vec<String> {
+    [command, "--url", &http.base, "--tier"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_the_report_and_promotes_and_rolls_back_a_running_server() {
+    // A gate the candidate fails: `promote` exits 1 with the numbers.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_dir(
+        dir.path(),
+        "max_queued = 10000\npromote_min_agreement = 0.95\npromote_min_calls = 10",
+    );
+    let (http, service) = serve(config, "tok").await;
+    for i in 0..100 {
+        let body = json!({"id": format!("c{i}"), "features": {"x": i}}).to_string();
+        assert_eq!(http.predict_with(body).await.0, 200);
+    }
+    settle(&service).await;
+    let (code, stdout, stderr) = cli(args("shadow", &http, &["rules"]), None).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("shadow of tier `rules`"), "{stdout}");
+    assert!(
+        stdout.contains("calls 100 (share 1.00), dropped 0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("both answered 100, same label 90: agreement 0.9000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("promotion gate: refuses: agreement 0.9000"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    c55  live: high"), "{stdout}");
+    let (code, stdout, _) = cli(args("shadow", &http, &["rules", "--json"]), None).await;
+    assert_eq!(code, 0);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["agreement"], 0.9);
+    let (code, _, stderr) = cli(args("shadow", &http, &["nope"]), None).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no tier named \"nope\""), "{stderr}");
+
+    let (code, _, stderr) = cli(args("promote", &http, &["rules"]), None).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no bearer token") && stderr.contains("HTTP 401"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = cli(args("promote", &http, &["rules"]), Some("wrong")).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("HTTP 403"), "{stderr}");
+    let (code, stdout, stderr) = cli(args("promote", &http, &["rules"]), Some("tok")).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stderr.contains(
+            "promotion refused: agreement 0.9000 over 100 calls is below 0.95 \
+             (promote_min_agreement) (HTTP 409)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shadow of tier `rules`"),
+        "the report the gate decided on: {stderr}"
+    );
+    assert_eq!(service.current().generation, 1, "nothing changed");
+
+    // No gate: promote, then roll back, by name; a second rollback has nothing to undo.
+    let dir = tempfile::tempdir().unwrap();
+    let (http, service) = serve(write_dir(dir.path(), ""), "tok").await;
+    let sha = |service: &CascadeService| {
+        service.current().cascade.tiers()[0]
+            .sandbox
+            .as_ref()
+            .unwrap()
+            .plugin()
+            .info()
+            .sha256
+            .clone()
+    };
+    let live_sha = sha(&service);
+    let candidate_sha = hex_sha256(&std::fs::read(dir.path().join("candidate.wasm")).unwrap());
+    let (code, stdout, stderr) = cli(
+        args("promote", &http, &["rules", "--by", "ana"]),
+        Some("tok"),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!(
+            "promoted tier \"rules\": 0.1.0 (sha256 {}) -> 0.1.0 (sha256 {}), generation 2, by ana",
+            &live_sha[..12],
+            &candidate_sha[..12]
+        )),
+        "{stdout}"
+    );
+    assert_eq!(sha(&service), candidate_sha);
+    let (code, stdout, stderr) = cli(
+        args("rollback", &http, &["rules", "--by", "ana", "--json"]),
+        Some("tok"),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["action"], "rollback");
+    assert_eq!(report["to"][1], live_sha.as_str());
+    assert_eq!(sha(&service), live_sha, "the exact previous version serves");
+    let (code, _, stderr) = cli(args("rollback", &http, &["rules"]), Some("tok")).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("nothing to roll back") && stderr.contains("HTTP 409"),
+        "{stderr}"
+    );
+}

@@ -470,3 +470,46 @@ fn cli_keygen_sign_verify_round_trip() {
     assert_eq!(code, 1);
     assert!(stderr.contains("signed by untrusted key"), "{stderr}");
 }
+
+#[test]
+fn verify_checks_a_signed_tiers_shadow_candidate_with_the_same_keys() {
+    let keys = Keys::new();
+    let shadow = "[tier.shadow]\nplugin = \"candidate.wasm\"\n";
+    let (dir, path) = signed_dir(&keys, "", &format!("{SIGNED_RULES}{shadow}"));
+    let candidate = dir.path().join("candidate.wasm");
+    std::fs::write(&candidate, tierhost::builtin::get("rules").unwrap()).unwrap();
+    let config = Config::load(&path).unwrap();
+    let outcomes = |config: &Config| -> Vec<(&'static str, String)> {
+        tierhost::signing::verify_config(config)
+            .into_iter()
+            .map(|c| {
+                let outcome = match c.outcome {
+                    Ok(v) => format!("signed by {}", v.signer),
+                    Err(e) => e.to_string(),
+                };
+                (c.role, outcome)
+            })
+            .collect()
+    };
+    let unsigned = outcomes(&config);
+    assert_eq!(unsigned.len(), 2, "{unsigned:?}");
+    assert_eq!(unsigned[0], ("plugin", "signed by team-fraud".to_string()));
+    assert_eq!(unsigned[1].0, "shadow plugin");
+    assert!(
+        unsigned[1].1.contains("no signature file") && unsigned[1].1.contains("candidate.wasm.sig"),
+        "{unsigned:?}"
+    );
+    sign(&keys.ops, "team-ops", &candidate);
+    let wrong = outcomes(&config);
+    assert!(
+        wrong[1]
+            .1
+            .contains("signed by key `team-ops`, not one of [team-fraud]"),
+        "{wrong:?}"
+    );
+    sign(&keys.fraud, "team-fraud", &candidate);
+    assert_eq!(
+        outcomes(&config)[1],
+        ("shadow plugin", "signed by team-fraud".to_string())
+    );
+}

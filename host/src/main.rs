@@ -430,14 +430,15 @@ async fn rollout(action: tierhost::RolloutAction, args: RolloutArgs) -> Result<E
     match answer {
         Ok(report) if args.json => println!("{}", serde_json::to_string_pretty(&report)?),
         Ok(report) => println!("{}", tierhost::admin_client::rollout_line(&report)),
-        Err(AdminClientError::Refused { message, body, .. }) => {
-            eprintln!("error: {message}");
-            if body["shadow"].is_object() {
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let AdminClientError::Refused { body, .. } = &e
+                && body["shadow"].is_object()
+            {
                 eprint!("{}", tierhost::shadow::render(&body["shadow"]));
             }
             return Ok(ExitCode::FAILURE);
         }
-        Err(e) => return Err(e.into()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -448,11 +449,10 @@ async fn shadow(args: ShadowArgs) -> Result<ExitCode> {
     match client.shadow_report(&args.tier).await {
         Ok(report) if args.json => println!("{}", serde_json::to_string_pretty(&report)?),
         Ok(report) => print!("{}", tierhost::shadow::render(&report)),
-        Err(tierhost::admin_client::AdminClientError::Refused { message, .. }) => {
-            eprintln!("error: {message}");
+        Err(e) => {
+            eprintln!("error: {e}");
             return Ok(ExitCode::FAILURE);
         }
-        Err(e) => return Err(e.into()),
     }
     Ok(ExitCode::SUCCESS)
 }

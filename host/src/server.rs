@@ -331,6 +331,7 @@ async fn tiers(State(state): State<AppState>) -> Response {
     axum::Json(json!({
         "cascade": loaded.cascade.name(),
         "generation": loaded.generation,
+        "config_digest": loaded.cascade.config_digest(),
         "budget_ms": loaded.config.cascade.budget_ms,
         "tiers": tiers,
     }))
@@ -619,8 +620,9 @@ async fn shadow_report(State(state): State<AppState>, UrlPath(name): UrlPath<Str
     }
 }
 
-/// Who asked for a promote or rollback: `{"by": "..."}` in the body (optional).
-fn requested_by(body: &Bytes) -> Result<String, Response> {
+/// Who asked for a promote or rollback: `{"by": "..."}` in the body (optional); `Err` is the
+/// problem with the body.
+fn requested_by(body: &Bytes) -> Result<String, String> {
     #[derive(serde::Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -636,10 +638,7 @@ fn requested_by(body: &Bytes) -> Result<String, Response> {
             .map(|b| crate::guest::printable(b.chars().take(128).collect()))
             .filter(|b| !b.trim().is_empty())
             .unwrap_or_else(|| "unnamed operator".into())),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("body must be empty or {{\"by\": \"who\"}}: {e}"),
-        )),
+        Err(e) => Err(format!("body must be empty or {{\"by\": \"who\"}}: {e}")),
     }
 }
 
@@ -650,7 +649,7 @@ async fn admin_promote(
 ) -> Response {
     let by = match requested_by(&body) {
         Ok(by) => by,
-        Err(response) => return response,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
     };
     match state.service.promote(&name, &by).await {
         Ok(report) => axum::Json(report).into_response(),
@@ -665,7 +664,7 @@ async fn admin_rollback(
 ) -> Response {
     let by = match requested_by(&body) {
         Ok(by) => by,
-        Err(response) => return response,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
     };
     match state.service.rollback(&name, &by).await {
         Ok(report) => axum::Json(report).into_response(),

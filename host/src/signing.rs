@@ -426,35 +426,52 @@ pub struct FileCheck {
     pub outcome: Result<Verified, LoadError>,
 }
 
-/// Checks every file of every tier with `signed_by` (its plugin and its model) as loading
-/// would, without compiling anything. Tiers without `signed_by` are not listed.
+/// Checks every file of every tier with `signed_by` (its plugin and its model, and those of
+/// its `[tier.shadow]` candidate) as loading would, without compiling anything. Tiers without
+/// `signed_by` are not listed.
 pub fn verify_config(config: &Config) -> Vec<FileCheck> {
     let mut checks = Vec::new();
     for tier in &config.tiers {
         let Some(signers) = Signers::of_tier(config, tier) else {
             continue;
         };
-        let outcome = crate::plugin::read_source(&tier.plugin, &config.base_dir)
-            .and_then(|bytes| check_plugin(&signers, &tier.plugin, &config.base_dir, &bytes));
-        checks.push(FileCheck {
-            tier: tier.name.clone(),
-            role: "plugin",
-            path: tier
-                .plugin
-                .file(&config.base_dir)
-                .unwrap_or_else(|| PathBuf::from(tier.plugin.to_string())),
-            outcome,
+        // The candidate's own files; a model it shares with the live tier is checked once.
+        let candidate = tier.candidate().map(|mut c| {
+            if c.model == tier.model {
+                c.model = None;
+            }
+            c
         });
-        if let Some(model) = &tier.model {
-            let path = config.resolve(model);
+        let versions = [(tier, ["plugin", "model"])].into_iter().chain(
+            candidate
+                .as_ref()
+                .map(|c| (c, ["shadow plugin", "shadow model"])),
+        );
+        for (version, [plugin_role, model_role]) in versions {
             let outcome =
-                crate::cascade::read_model(&path).and_then(|bytes| signers.check(&path, &bytes));
+                crate::plugin::read_source(&version.plugin, &config.base_dir).and_then(|bytes| {
+                    check_plugin(&signers, &version.plugin, &config.base_dir, &bytes)
+                });
             checks.push(FileCheck {
                 tier: tier.name.clone(),
-                role: "model",
-                path,
+                role: plugin_role,
+                path: version
+                    .plugin
+                    .file(&config.base_dir)
+                    .unwrap_or_else(|| PathBuf::from(version.plugin.to_string())),
                 outcome,
             });
+            if let Some(model) = &version.model {
+                let path = config.resolve(model);
+                let outcome = crate::cascade::read_model(&path)
+                    .and_then(|bytes| signers.check(&path, &bytes));
+                checks.push(FileCheck {
+                    tier: tier.name.clone(),
+                    role: model_role,
+                    path,
+                    outcome,
+                });
+            }
         }
     }
     checks

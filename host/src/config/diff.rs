@@ -111,22 +111,32 @@ pub enum FileDigest {
     Unreadable(String),
 }
 
-/// The top-level sections besides the tiers, in the order they are reported. Every section of
-/// [`Config`] belongs here, or its changes go unreported.
+/// The top-level sections besides the tiers, in the order they are reported. The exhaustive
+/// destructuring makes a new section of [`Config`] a compile error here until it is compared.
 fn sections(config: &Config) -> [(&'static str, Value); 8] {
+    let Config {
+        cascade,
+        engine,
+        tiers: _,
+        safe_default,
+        server,
+        alerts,
+        cache,
+        escalation,
+        trust,
+        base_dir: _,
+        source: _,
+    } = config;
     let json = |value: Result<Value, serde_json::Error>| value.unwrap_or(Value::Null);
     [
-        ("cascade", json(serde_json::to_value(&config.cascade))),
-        (
-            "safe_default",
-            json(serde_json::to_value(&config.safe_default)),
-        ),
-        ("cache", json(serde_json::to_value(&config.cache))),
-        ("escalation", json(serde_json::to_value(&config.escalation))),
-        ("trust", json(serde_json::to_value(&config.trust))),
-        ("alerts", json(serde_json::to_value(&config.alerts))),
-        ("engine", json(serde_json::to_value(&config.engine))),
-        ("server", json(serde_json::to_value(&config.server))),
+        ("cascade", json(serde_json::to_value(cascade))),
+        ("safe_default", json(serde_json::to_value(safe_default))),
+        ("cache", json(serde_json::to_value(cache))),
+        ("escalation", json(serde_json::to_value(escalation))),
+        ("trust", json(serde_json::to_value(trust))),
+        ("alerts", json(serde_json::to_value(alerts))),
+        ("engine", json(serde_json::to_value(engine))),
+        ("server", json(serde_json::to_value(server))),
     ]
 }
 

@@ -11,7 +11,14 @@
 //! candidate's thread is busy all the time, which is the worst case for the live requests that
 //! share its core.
 //!
-//! Each repetition runs both variants on freshly started servers, in a rotating order, and per
+//! A third variant is a control: no shadow, but a process spinning on the server's core (this
+//! program with `--spin`), by default under `SCHED_IDLE` as the shadow thread runs. A core that
+//! never idles answers differently (on a VM, no halt and wake-up of the virtual CPU between
+//! requests), which a busy shadow also causes; the ratio shadow on / spinner is the shadow's
+//! own cost with that effect taken out. `--spinner nice19` runs the spinner at nice 19 under
+//! the normal policy instead: what the shadow would cost at nice 19.
+//!
+//! Each repetition runs every variant on freshly started servers, in a rotating order, and per
 //! server: 200 check requests (label, serving tier, sha256 and reasons must be the same with
 //! and without the shadow), a warm-up, an open loop at a fixed rate well below saturation
 //! (calibrated so the server without shadow uses ~50% of its core; latency measured from each
@@ -21,11 +28,12 @@
 //! with `taskset` when there are 2+ cores.
 //!
 //! Measure on a quiet machine, and run the built bench program without `nice` (the servers
-//! inherit its nice value). Run: `cargo bench --bench shadow` (5 repetitions, ~4 min). Options: `--seconds S` (open
-//! loop per run, default 10), `--closed-seconds S` (default 5), `--repetitions N`, `--rate R`
-//! (open-loop requests/s instead of the calibrated one), `--connections C` (default 32),
-//! `--smoke` (one short repetition, ~15 s). Exits 1 when a run failed or lost a request, or
-//! the live answers differ between the variants.
+//! inherit its nice value). Run: `cargo bench --bench shadow` (5 repetitions, ~5 min).
+//! Options: `--seconds S` (open loop per run, default 10), `--closed-seconds S` (default 5),
+//! `--repetitions N`, `--rate R` (open-loop requests/s instead of the calibrated one),
+//! `--connections C` (default 32), `--spinner idle|nice19`, `--smoke` (one short repetition,
+//! ~20 s). Exits 1 when a run failed or lost a request, or the live answers differ between
+//! the variants.
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -65,18 +73,31 @@ const LIVE_TIER: &str = "primary";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
     Off,
+    /// No shadow, but a process spinning on the server's core: the control that tells the
+    /// shadow's own cost from the cost of a core that never idles.
+    Busy,
     On,
 }
 
 impl Variant {
-    const ALL: [Variant; 2] = [Variant::Off, Variant::On];
+    const ALL: [Variant; 3] = [Variant::Off, Variant::Busy, Variant::On];
 
     fn label(self) -> &'static str {
         match self {
             Variant::Off => "shadow off",
+            Variant::Busy => "shadow off, spinner on the server's core",
             Variant::On => "shadow on (5 ms candidate, share 1.0)",
         }
     }
+}
+
+/// The control spinner's scheduling (`--spinner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spinner {
+    /// `SCHED_IDLE`, as the shadow thread runs (`chrt --idle 0`): the default.
+    Idle,
+    /// Nice 19 under the normal policy (`nice -n 19`): what the shadow would cost at nice 19.
+    Nice19,
 }
 
 /// The candidate's `[tier.shadow]`: `builtin:chaos` burning `iterations`, with fuel and a
@@ -92,7 +113,7 @@ fn shadow_section(iterations: u64) -> String {
 /// The served cascade; only `[tier.shadow]` differs between the variants.
 fn cascade_toml(variant: Variant, iterations: u64) -> String {
     let shadow = match variant {
-        Variant::Off => String::new(),
+        Variant::Off | Variant::Busy => String::new(),
         Variant::On => shadow_section(iterations),
     };
     format!(
@@ -200,6 +221,7 @@ struct Bench {
     starts: usize,
     iterations: u64,
     warmup: f64,
+    spinner: Spinner,
 }
 
 impl Bench {
@@ -314,10 +336,33 @@ impl Bench {
             .collect()
     }
 
+    /// A process spinning on the server's core (this program with `--spin`) under the
+    /// `--spinner` policy, in its own process group; stopped when dropped.
+    fn spinner(&self) -> Server {
+        let exe = std::env::current_exe().expect("this program's path");
+        let mut args: Vec<String> = match self.spinner {
+            Spinner::Idle => vec!["--idle".into(), "0".into()],
+            Spinner::Nice19 => vec!["-n".into(), "19".into()],
+        };
+        args.extend([exe.display().to_string(), "--spin".into()]);
+        Server::start(
+            Path::new(match self.spinner {
+                Spinner::Idle => "chrt",
+                Spinner::Nice19 => "nice",
+            }),
+            &args,
+            &[],
+            self.server_core,
+            String::new(),
+            None,
+        )
+    }
+
     /// One server: check answers, warm up, open loop at `rate`, closed loop.
     fn run(&mut self, variant: Variant, rate: f64, seconds: f64, closed: (usize, f64)) -> Run {
         let mut server = self.start(variant);
         let answers = self.answers(&server);
+        let spinner = (variant == Variant::Busy).then(|| self.spinner());
         self.open(&server, "warm", rate, self.warmup);
         let s0 = self.shadow(&server);
         let open = self.measured(&server, || self.open(&server, "open", rate, seconds));
@@ -327,6 +372,7 @@ impl Bench {
         });
         let s2 = self.shadow(&server);
         server.stop(STOP_GRACE);
+        drop(spinner);
         Run {
             open,
             closed,
@@ -375,12 +421,27 @@ fn ratio(x: f64) -> String {
 }
 
 fn main() {
+    if flag("--spin") {
+        // The `Busy` variant's spinner (see `Bench::spinner`): burn CPU until stopped.
+        let mut i = 0u64;
+        loop {
+            i = std::hint::black_box(i.wrapping_add(1));
+        }
+    }
     let smoke = flag("--smoke");
     let seconds: f64 = arg("--seconds").unwrap_or(if smoke { 2.0 } else { 10.0 });
     let closed_seconds: f64 = arg("--closed-seconds").unwrap_or(if smoke { 1.0 } else { 5.0 });
     let reps: usize = arg("--repetitions").unwrap_or(if smoke { 1 } else { 5 });
     let connections: usize = arg("--connections").unwrap_or(32);
     let fixed_rate: Option<f64> = arg("--rate");
+    let spinner = match arg::<String>("--spinner").as_deref() {
+        None | Some("idle") => Spinner::Idle,
+        Some("nice19") => Spinner::Nice19,
+        Some(other) => {
+            eprintln!("--spinner {other}: expected idle or nice19");
+            std::process::exit(2);
+        }
+    };
     let warmup = if smoke { 0.3 } else { 1.0 };
     let began = Instant::now();
 
@@ -420,6 +481,7 @@ fn main() {
         starts: 0,
         iterations,
         warmup,
+        spinner,
     };
     let rate = match fixed_rate {
         Some(rate) => {
@@ -438,6 +500,13 @@ fn main() {
     };
     println!(
         "cascade: one live tier `{LIVE_TIER}` (builtin:rules, fresh instance per call); `on` adds [tier.shadow] with share = 1.0, default max_concurrent and max_queued"
+    );
+    println!(
+        "control: the spinner on the server's core runs {}",
+        match spinner {
+            Spinner::Idle => "under SCHED_IDLE (chrt --idle 0), as the shadow thread does",
+            Spinner::Nice19 => "at nice 19 (nice -n 19) under the normal policy (--spinner nice19)",
+        }
     );
     println!(
         "every figure: median (min..max) of {reps} run(s), variants interleaved in a rotating order, each on a freshly started server: {CHECKS} check requests, a {warmup} s warm-up, {seconds} s open loop, then {closed_seconds} s closed loop at {connections} connections"
@@ -527,31 +596,36 @@ fn main() {
         }
     }
     println!();
-    let (off, on) = (&results[0], &results[1]);
+    let (off, busy, on) = (&results[0], &results[1], &results[2]);
     let candidate_p50: Vec<f64> = on
         .iter()
         .map(|r| r.closed_shadow.candidate_p50_us / 1000.0)
         .collect();
     println!(
-        "candidate call in the server (wall time, p50 of its last 4096 calls, waiting for CPU at nice 19 included): {} ms",
+        "candidate call in the server (wall time, p50 of its last 4096 calls, waiting for CPU at the lowest priority included): {} ms",
         median_range(candidate_p50, ms)
     );
-    let generator_lag: Vec<f64> = off
+    let generator_lag: Vec<f64> = results
         .iter()
-        .chain(on)
+        .flatten()
         .map(|r| r.open.lag_p99.as_secs_f64() * 1000.0)
         .collect();
     println!(
         "open loop: the generator's own lag (p99 of how late a request was sent): {} ms",
         median_range(generator_lag, ms)
     );
-    let paired = |f: &dyn Fn(&Run) -> f64| -> Vec<f64> {
-        on.iter()
-            .zip(off)
-            .map(|(on, off)| f(on) / f(off).max(1e-9))
+    // Ratios of one variant to another, repetition by repetition.
+    let paired = |a: &[Run], b: &[Run], f: &dyn Fn(&Run) -> f64| -> Vec<f64> {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| f(a) / f(b).max(1e-9))
             .collect()
     };
-    let p99_open = paired(&|r| quantile_ms(&r.open, 0.99));
+    let open_p99 = |r: &Run| quantile_ms(&r.open, 0.99);
+    let open_p999 = |r: &Run| quantile_ms(&r.open, 0.999);
+    let closed_p99 = |r: &Run| quantile_ms(&r.closed, 0.99);
+    let closed_rps = |r: &Run| r.closed.rps();
+    let p99_open = paired(on, off, &open_p99);
     let met = p99_open.iter().filter(|&&x| x <= TARGET_P99_RATIO).count();
     let median_p99 = {
         let mut v = p99_open.clone();
@@ -570,12 +644,26 @@ fn main() {
     );
     println!(
         "open loop, p99.9 shadow on / off: {}",
-        median_range(paired(&|r| quantile_ms(&r.open, 0.999)), ratio)
+        median_range(paired(on, off, &open_p999), ratio)
     );
     println!(
         "closed loop at {connections} connections, p99 shadow on / off: {}; req/s on / off: {}",
-        median_range(paired(&|r| quantile_ms(&r.closed, 0.99)), ratio),
-        median_range(paired(&|r| r.closed.rps()), ratio)
+        median_range(paired(on, off, &closed_p99), ratio),
+        median_range(paired(on, off, &closed_rps), ratio)
+    );
+    println!(
+        "control (the cost of a core that never idles, without a shadow): spinner / off: open p99 {}, p99.9 {}; closed p99 {}, req/s {}",
+        median_range(paired(busy, off, &open_p99), ratio),
+        median_range(paired(busy, off, &open_p999), ratio),
+        median_range(paired(busy, off, &closed_p99), ratio),
+        median_range(paired(busy, off, &closed_rps), ratio)
+    );
+    println!(
+        "the shadow's own cost (shadow on / spinner): open p99 {}, p99.9 {}; closed p99 {}, req/s {}",
+        median_range(paired(on, busy, &open_p99), ratio),
+        median_range(paired(on, busy, &open_p999), ratio),
+        median_range(paired(on, busy, &closed_p99), ratio),
+        median_range(paired(on, busy, &closed_rps), ratio)
     );
     println!(
         "live answers with the shadow on: {}",

@@ -2,7 +2,7 @@
 //! own listener only (absent from the public one), and with `server.admin_token_sha256` they
 //! need the bearer token whose sha256 the config holds (401 without a token, 403 with a wrong
 //! one). The real binary, over loopback.
-mod common;
+use crate::common;
 
 use common::http::{Http, Proc, free_port, serve_command};
 use common::{RULES_FILE_TIER, request_json, wait_for, write_config_dir};

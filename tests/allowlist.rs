@@ -3,7 +3,7 @@
 //! turn with injected latency, the reload gate's samples); tiers without a list see the whole
 //! request; `tierhost check` warns when a tier reads a feature its list hides. The probe is
 //! the test-only guest `plugins/feature-echo`, which answers with the names it received.
-mod common;
+use crate::common;
 
 use std::process::Command;
 

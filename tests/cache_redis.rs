@@ -5,7 +5,7 @@
 //!
 //! Without redis-server on the PATH these tests say so and pass, unless
 //! `TIERHOST_REQUIRE_REDIS=1` (set by the test script), where its absence is a failure.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! file, the example config, determinism, the compiled-component disk cache (counted: a cache
 //! that silently recompiles fails), and the reload gate (`check_samples`) of a cascade and of a
 //! service.
-mod common;
+use crate::common;
 
 use common::*;
 use tierhost::{Decision, Request};

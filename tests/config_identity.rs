@@ -1,7 +1,7 @@
 //! Config identity: every answer names the config digest it was served under (beside the
 //! plugin's sha256), cache hits and the safe default's answers included; `tierhost diff`
 //! prints what a reload from one config to another would change, with `diff`'s exit codes.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

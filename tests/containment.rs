@@ -1,6 +1,6 @@
 //! Every faulty tier is contained: the host survives, the request is answered by the next
 //! tier, and the trail names the right fault kind.
-mod common;
+use crate::common;
 
 use common::*;
 use tierhost::{Answer, Decision, FallbackReason, Step};

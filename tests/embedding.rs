@@ -1,6 +1,6 @@
 //! The library as an embedder uses it: a cascade built in code (builder, plugin bytes), the
 //! strict load, and a service reloaded with a config made in code.
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! rule allows (in the queue and the audit log alike); a full, failing or slow queue is
 //! answered as not recorded and counted; the review API resolves items behind the admin token;
 //! the config refuses settings that cannot work.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! and the answer it was acknowledged with). Requests whose connection died with the server
 //! were never acknowledged; they may or may not be in the queue. Every step waits on what the
 //! processes show, never on a fixed pause.
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `tierhost eval`: exact counts on a hand-checked fixture, scenarios force the tiers they
 //! claim to, injected chaos faults the share it is told to, and the model grant reaches tiers.
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! a broken one is rejected while the working cascade keeps serving); SIGTERM stops accepting,
 //! answers the requests in flight, flushes the audit log and exits 0. Every step waits on what
 //! the process shows (`/v1/tiers`, `/metrics`, its exit), never on a fixed pause.
-mod common;
+use crate::common;
 
 use common::http::Served;
 use common::{

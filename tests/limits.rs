@@ -1,7 +1,7 @@
 //! Limit boundaries: just under a limit succeeds, just over is stopped with that limit's kind;
 //! a hung tier is cut off within its deadline plus a small bound; no state survives between
 //! requests to a fresh-instance tier, and a reused instance keeps its state until it faults.
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The cascade's memory, end to end through real sandboxes: the circuit breaker (driven by an
 //! injected clock, never by sleeping), hedging, the embedded prediction cache, and policy state
 //! across hot swaps.
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

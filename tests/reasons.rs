@@ -8,7 +8,7 @@
 //! two that need a state first use the narrowest public handle on it: `shed` holds the tier's
 //! only bulkhead slot with a request in flight (observed through `CascadeTier::in_flight`, not
 //! a pause), `breaker-open` forces the tier's breaker open as an operator would.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`/usr/bin/chromium`, `/usr/bin/chromedriver`),
 //! which `scripts/test.sh` installs; without them the test fails, it does not skip.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! promtool, the OpenAPI document matching the routes, hot swap under concurrent load, a
 //! corrupt replacement rejected while the old version keeps answering, overload answered with
 //! the safe default (never a 5xx), audit rotation and the fallback-rate alert webhook.
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! threshold or one that faults; promote and rollback switch versions atomically under load
 //! (every answer is consistent with the sha256 that served it) and rollback restores the exact
 //! previous version; the HTTP endpoints and metrics show the same.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! tampered (one byte flipped), unknown-key and wrong-signer files are refused at load, before
 //! anything is compiled, and on hot swap, where the old version keeps serving; the refusal names
 //! the reason. The CLI round trip keygen -> sign -> verify runs the real binary.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

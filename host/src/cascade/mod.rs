@@ -311,6 +311,12 @@ impl Cascade {
 
     /// Walks the cascade (or answers from the cache) without escalating.
     pub(crate) async fn decide(&self, request: &Request) -> Answer {
+        // A healthy walk often completes without ever returning `Pending` (a short guest call
+        // finishes between epoch ticks), so a caller looping over predictions would hold its
+        // tokio worker forever and starve every other task on it (a hot swap, a probe). Each
+        // decision spends one unit of tokio's cooperative budget: the task yields once the
+        // budget is spent, as it would on a socket.
+        tokio::task::coop::consume_budget().await;
         let started = Instant::now();
         let (cache_key, cache_status) = match &self.cache {
             None => (None, None),

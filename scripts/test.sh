@@ -127,6 +127,8 @@ echo '==> soak, short version (20,000 requests with 20% mixed primary faults and
 cargo bench --bench soak -- --smoke
 echo '==> escalation queue bench, short version (queue off / sync = normal / sync = full over HTTP; the full run: cargo bench --bench escalation)'
 cargo bench --bench escalation -- --smoke
+echo '==> shadow bench, short version (shadow off / a core that never idles / shadow on, over HTTP; the full run: cargo bench --bench shadow)'
+cargo bench --bench shadow -- --smoke
 
 # Fuzzing (README "Supply chain and fuzzing"): coverage-guided libFuzzer through cargo-fuzz on
 # the stable toolchain (`--sanitizer none`: no nightly, no RUSTC_BOOTSTRAP). A short run of

@@ -232,11 +232,113 @@ fn calibrate_prints_toml_lines_and_exits_3_when_a_target_is_out_of_reach() {
     assert_eq!(
         lines,
         [
-            format!("# tierhost calibrate: target accuracy 0.9 on {data} (6 rows)").as_str(),
+            format!(
+                "# tierhost calibrate --method empirical --target-accuracy 0.9 on {data} (6 rows)"
+            )
+            .as_str(),
             "# tier \"wrong\": no threshold reaches accuracy 0.9 on this data",
             "# tier \"rules\" (rules): not a model, left as is",
         ]
     );
+}
+
+/// `calibrate --method conformal --write` on the phishing example: Learn-then-Test thresholds
+/// for the two model tiers in cascade order, written into a copy of the config with every
+/// comment and every other line unchanged; the written config loads and carries the note. An
+/// alpha below what 250 validation rows support is refused, with the count or bound, and
+/// nothing is written.
+#[test]
+fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alpha() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(format!("{root}/examples/phishing/cascade.toml")).unwrap();
+    // The copy must find the example's models and data: rebase relative paths.
+    let config = dir.path().join("cascade.toml");
+    let text = example.replace("\"models/", &format!("\"{root}/examples/phishing/models/"));
+    std::fs::write(&config, &text).unwrap();
+    let data = format!("{root}/examples/phishing/data/validation.csv");
+    let calibrate = |alpha: &str, write: bool| {
+        let mut args = vec![
+            "calibrate",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            &data,
+            "--labels",
+            "1=phishing,0=legitimate",
+            "--method",
+            "conformal",
+            "--alpha",
+            alpha,
+            "--delta",
+            "0.1",
+        ];
+        if write {
+            args.push("--write");
+        }
+        tierhost(&args)
+    };
+
+    // Impossible: 0.001 needs ~2300 answered rows with no error; there are 250 rows.
+    let (code, stdout, stderr) = calibrate("0.001", true);
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stdout.contains("too few rows for alpha 0.001"), "{stdout}");
+    assert!(stdout.contains("needs >= 2302 answered rows"), "{stdout}");
+    assert!(stderr.contains("not writing"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        text,
+        "nothing written"
+    );
+
+    let (code, stdout, stderr) = calibrate("0.04", true);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_no_panic(&stderr);
+    let chosen: Vec<(String, f64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("[[tier]] name = \"")?;
+            let (name, rest) = rest.split_once('"')?;
+            let value = rest
+                .split("min_confidence = ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(chosen.len(), 2, "two model tiers: {stdout}");
+    assert!(
+        stdout.contains("with probability >= 0.9 (Learn-then-Test)"),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(&config).unwrap();
+    // Every line but the two thresholds is unchanged, comments included.
+    let (old_lines, new_lines): (Vec<&str>, Vec<&str>) =
+        (text.lines().collect(), written.lines().collect());
+    assert_eq!(old_lines.len(), new_lines.len(), "{written}");
+    let changed: Vec<(&str, &str)> = old_lines
+        .iter()
+        .zip(&new_lines)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| (*a, *b))
+        .collect();
+    assert_eq!(changed.len(), 2, "{changed:#?}");
+    for ((old, new), (_, value)) in changed.iter().zip(&chosen) {
+        assert!(old.starts_with("min_confidence = "), "{old}");
+        assert!(
+            new.starts_with(&format!("min_confidence = {value}")),
+            "{new} vs {value}"
+        );
+        assert!(
+            new.contains("calibrated ")
+                && new.contains("--method conformal --alpha 0.04 --delta 0.1 on validation.csv (250 rows, sha256 "),
+            "{new}"
+        );
+    }
+    let (code, stdout, stderr) = tierhost(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
 /// A valid component whose one core function has `n` instructions: cheap to write, slow to

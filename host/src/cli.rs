@@ -74,6 +74,10 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scaffold a new project: `tierhost new tier NAME --lang rust|python|js` writes a tier
+    /// that builds as generated, with its WIT, SDK, build script, a cascade serving it, sample
+    /// requests and a test script.
+    New(NewArgs),
     /// Create an ed25519 signing key: writes the private key (PKCS#8 PEM, mode 0600, never
     /// over an existing file) and prints its public key as a line for `[trust]`.
     Keygen {
@@ -238,9 +242,32 @@ pub(crate) struct EvalArgs {
 pub(crate) struct CalibrateArgs {
     #[command(flatten)]
     pub(crate) input: DataArgs,
-    /// Accuracy the kept answers must reach, in (0, 1].
+    /// How thresholds are chosen: `empirical` (the lowest threshold whose kept answers reach
+    /// --target-accuracy on this data, each tier alone; a point estimate) or `conformal`
+    /// (Learn-then-Test, tiers in cascade order: the error among kept answers is <= --alpha
+    /// with probability >= 1 - --delta).
+    #[arg(long, default_value = "empirical")]
+    pub(crate) method: CalibrationMethod,
+    /// `empirical`: accuracy the kept answers must reach, in (0, 1].
     #[arg(long)]
-    pub(crate) target_accuracy: f64,
+    pub(crate) target_accuracy: Option<f64>,
+    /// `conformal`: the largest acceptable error rate among answered requests, in (0, 1).
+    #[arg(long)]
+    pub(crate) alpha: Option<f64>,
+    /// `conformal`: the largest acceptable probability that the guarantee fails, in (0, 1).
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) delta: f64,
+    /// Write the thresholds into the config file in place (comments and layout kept; each
+    /// value gets a comment saying how it was chosen, on which data, when). Nothing is written
+    /// unless every model tier got a threshold.
+    #[arg(long)]
+    pub(crate) write: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CalibrationMethod {
+    Empirical,
+    Conformal,
 }
 
 #[derive(clap::Args)]
@@ -343,4 +370,28 @@ pub(crate) enum ReviewStatus {
 pub(crate) enum ExportFormatArg {
     Csv,
     Jsonl,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct NewArgs {
+    #[command(subcommand)]
+    pub(crate) what: NewWhat,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum NewWhat {
+    /// A tier project (default directory: ./NAME, which must be new or empty).
+    Tier {
+        /// Tier name: lowercase letters, digits and inner hyphens (e.g. `card-rules`).
+        name: String,
+        /// The tier's language.
+        #[arg(long, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+        /// What the tier reports it is (`describe`).
+        #[arg(long, default_value = "rules")]
+        kind: crate::scaffold::Kind,
+        /// Where to write the project (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }

@@ -13,6 +13,7 @@ use tierhost::eval::{self, Dataset, EvalOptions, Scenario, TierCalibration};
 use tierhost::{Cascade, Config, Request, TierEngine, signing};
 
 mod cli;
+mod scaffold;
 use cli::{
     CalibrateArgs, Cli, Command, DataArgs, DrillArgs, EvalArgs, ExportFormatArg, ReviewAction,
     ReviewArgs, ReviewStatus, RolloutArgs, ShadowArgs,
@@ -38,7 +39,8 @@ fn main() -> ExitCode {
         | Command::Verify { .. }
         | Command::Promote(_)
         | Command::Rollback(_)
-        | Command::Shadow(_) => "warn",
+        | Command::Shadow(_)
+        | Command::New(_) => "warn",
         Command::Diff { .. } => "warn",
         Command::Demo { .. } | Command::Eval(_) | Command::Calibrate(_) => "error",
         // Every injected load failure logs an error by design; the matrix reports them.
@@ -88,6 +90,24 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Promote(args) => rollout(tierhost::RolloutAction::Promote, args).await,
         Command::Rollback(args) => rollout(tierhost::RolloutAction::Rollback, args).await,
         Command::Shadow(args) => shadow(args).await,
+        Command::New(cli::NewArgs {
+            what:
+                cli::NewWhat::Tier {
+                    name,
+                    lang,
+                    kind,
+                    dir,
+                },
+        }) => {
+            let dir = scaffold::new_tier(&name, lang, kind, dir.as_deref())?;
+            println!(
+                "wrote a {lang} tier project in {}: `cd {} && ./test.sh` builds it and answers \
+                 its samples through `tierhost run` (README.md there says more)",
+                dir.display(),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
     }
 }
@@ -612,24 +632,113 @@ fn shadow_candidates(
 }
 
 async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
-    let target = args.target_accuracy;
-    anyhow::ensure!(
-        target > 0.0 && target <= 1.0,
-        "--target-accuracy must be within (0, 1]"
-    );
+    let method = match args.method {
+        cli::CalibrationMethod::Empirical => {
+            let target = args
+                .target_accuracy
+                .context("--method empirical needs --target-accuracy")?;
+            anyhow::ensure!(
+                target > 0.0 && target <= 1.0,
+                "--target-accuracy must be within (0, 1]"
+            );
+            anyhow::ensure!(args.alpha.is_none(), "--alpha is for --method conformal");
+            format!("--method empirical --target-accuracy {target}")
+        }
+        cli::CalibrationMethod::Conformal => {
+            let alpha = args.alpha.context("--method conformal needs --alpha")?;
+            anyhow::ensure!(
+                args.target_accuracy.is_none(),
+                "--target-accuracy is for --method empirical (conformal takes --alpha, --delta)"
+            );
+            eval::RiskTarget::new(alpha, args.delta)?;
+            format!("--method conformal --alpha {alpha} --delta {}", args.delta)
+        }
+    };
     let (config, _, data) = args.input.load()?;
     let engine = engine(&config)?;
     println!(
-        "# tierhost calibrate: target accuracy {target} on {} ({} rows)",
+        "# tierhost calibrate {method} on {} ({} rows)",
         data.path.display(),
         data.rows.len()
     );
-    let tiers = eval::calibrate_tiers(&engine, &config, &data.rows, target).await?;
-    for tier in &tiers {
-        println!("{tier}");
+    let (lines, thresholds, reached): (Vec<String>, Vec<(String, f64)>, bool) = match args.method {
+        cli::CalibrationMethod::Empirical => {
+            let target = args.target_accuracy.unwrap_or(1.0);
+            let tiers = eval::calibrate_tiers(&engine, &config, &data.rows, target).await?;
+            (
+                tiers.iter().map(ToString::to_string).collect(),
+                tiers
+                    .iter()
+                    .filter_map(|t| match &t.outcome {
+                        eval::CalibrationOutcome::Threshold(c) => {
+                            Some((t.tier.clone(), c.min_confidence))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                tiers.iter().all(TierCalibration::reached),
+            )
+        }
+        cli::CalibrationMethod::Conformal => {
+            let target = eval::RiskTarget::new(args.alpha.unwrap_or(0.0), args.delta)?;
+            let tiers = eval::calibrate_risk(&engine, &config, &data.rows, target).await?;
+            (
+                tiers.iter().map(ToString::to_string).collect(),
+                tiers
+                    .iter()
+                    .filter_map(|t| t.min_confidence().map(|c| (t.tier.clone(), c)))
+                    .collect(),
+                tiers.iter().all(eval::TierRisk::reached),
+            )
+        }
+    };
+    for line in &lines {
+        println!("{line}");
+    }
+    if args.write {
+        if !reached {
+            eprintln!(
+                "error: not writing {}: a model tier got no threshold (see above)",
+                args.input.config.display()
+            );
+            return Ok(ExitCode::from(3));
+        }
+        let path = &args.input.config;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = std::fs::read(&data.path)
+            .with_context(|| format!("cannot read {}", data.path.display()))?;
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let file_name = data.path.file_name().map_or_else(
+            || data.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let note = format!(
+            "calibrated {date} by tierhost calibrate {method} on {file_name} ({} rows, sha256 {})",
+            data.rows.len(),
+            &digest[..12]
+        );
+        let updated = eval::write_thresholds(&text, &thresholds, &note)?;
+        // The config is replaced in one rename: a serving host watching it never reads half.
+        let tmp = path.with_extension("toml.calibrate-tmp");
+        std::fs::write(&tmp, updated).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot replace {}", path.display()))?;
+        Config::load(path).with_context(|| {
+            format!(
+                "{} no longer loads after --write (a bug: please report it)",
+                path.display()
+            )
+        })?;
+        println!(
+            "# wrote {} threshold(s) into {}",
+            thresholds.len(),
+            path.display()
+        );
     }
     // Exit 3: a target no threshold reaches on this data.
-    Ok(if tiers.iter().all(TierCalibration::reached) {
+    Ok(if reached {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)

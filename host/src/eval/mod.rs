@@ -21,9 +21,11 @@ mod calibrate;
 mod data;
 pub mod plots;
 mod report;
+mod risk;
 mod scenario;
 mod score;
 mod shadow;
+mod write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +37,10 @@ pub use report::{
     CURVE_THRESHOLDS, EscalationOutput, EscalationsWritten, EvalOptions, EvalProgress, EvalReport,
     evaluate, hedging_comparison, markdown,
 };
+pub use risk::{
+    RiskOutcome, RiskTarget, RiskThreshold, TierRisk, binomial_cdf, calibrate_risk, risk_threshold,
+    upper_bound,
+};
 pub use scenario::{
     DEFAULT_SCENARIO_HEDGE_MS, HEAVY_TAIL_MS, HEAVY_TAIL_RATE, SHIFTED, Scenario, shifted,
     single_tier_configs,
@@ -44,6 +50,7 @@ pub use score::{
     summarize,
 };
 pub use shadow::{MAX_DISAGREEMENTS, ShadowCandidates, ShadowRuns};
+pub use write::write_thresholds;
 
 use crate::answer::Answer;
 use crate::cascade::Cascade;
@@ -111,6 +118,18 @@ pub enum EvalError {
     /// The target accuracy of a calibration is outside (0, 1].
     #[error("the target accuracy must be within (0, 1], got {0}")]
     TargetAccuracy(f64),
+    /// The α or δ of a risk calibration is outside (0, 1).
+    #[error("alpha and delta must be within (0, 1), got alpha {alpha}, delta {delta}")]
+    RiskTarget {
+        /// The asked error rate among answers.
+        alpha: f64,
+        /// The asked failure probability of the calibration.
+        delta: f64,
+    },
+    /// `calibrate --write` cannot update the config: it is not valid TOML, or a tier is not
+    /// an entry of its `[[tier]]` array.
+    #[error("cannot update the config: {0}")]
+    WriteConfig(String),
     /// The cascade (or a scenario's copy of it) does not load, or a tier of it does not.
     #[error(transparent)]
     Config(#[from] ConfigError),

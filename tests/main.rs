@@ -18,6 +18,7 @@ mod escalation_durability;
 mod eval;
 mod lifecycle;
 mod limits;
+mod new_tier;
 mod policies;
 mod readme;
 mod reasons;

@@ -37,9 +37,7 @@
 //! A probe that is *not* denied answers with label `escaped`, which the tests reject.
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tierhost_sdk::{
-    Description, Guest, LogLevel, Outcome, Params, Prediction, Request, TierError, TierKind, log,
-};
+use tierhost_sdk::{LogLevel, Outcome, Params, Prediction, Request, Tier, TierError, log};
 
 struct Chaos;
 
@@ -101,15 +99,7 @@ fn memory_bomb() -> ! {
     }
 }
 
-impl Guest for Chaos {
-    fn describe() -> Description {
-        Description {
-            name: "chaos".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            kind: TierKind::Other,
-        }
-    }
-
+impl Tier for Chaos {
     fn predict(req: Request) -> Result<Outcome, TierError> {
         let params = Params::load();
         let mode = params.text_or("mode", "ok")?.to_string();
@@ -338,4 +328,4 @@ impl Guest for Chaos {
     }
 }
 
-tierhost_sdk::export_tier!(Chaos);
+tierhost_sdk::export_tier!(Chaos, kind = Other, name = "chaos");

@@ -4,33 +4,23 @@
 //!
 //! Params: `label` (default `review`), `score` (0.0), `confidence` (1.0), `reason`
 //! (`constant`), `abstain` (text: abstain with this reason instead of answering).
-use tierhost_sdk::{Description, Guest, Outcome, Params, Prediction, Request, TierError, TierKind};
+use tierhost_sdk::{Outcome, Params, Prediction, Request, Tier, TierError};
 
 struct Constant;
 
-impl Guest for Constant {
-    fn describe() -> Description {
-        Description {
-            name: "constant".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            kind: TierKind::SafeDefault,
-        }
-    }
-
+impl Tier for Constant {
     fn predict(_req: Request) -> Result<Outcome, TierError> {
         let params = Params::load();
         if params.get("abstain").is_some() {
-            return Ok(Outcome::Abstain(
-                params.text_or("abstain", "abstain")?.to_string(),
-            ));
+            return Ok(Outcome::abstain(params.text_or("abstain", "abstain")?));
         }
-        Ok(Outcome::Answer(Prediction {
-            label: params.text_or("label", "review")?.to_string(),
-            score: params.number_or("score", 0.0)?,
-            confidence: params.number_or("confidence", 1.0)?,
-            reasons: vec![params.text_or("reason", "constant")?.to_string()],
-        }))
+        let label = params.text_or("label", "review")?;
+        Ok(Outcome::answer(
+            Prediction::new(label, params.number_or("confidence", 1.0)?)
+                .score(params.number_or("score", 0.0)?)
+                .reason(params.text_or("reason", "constant")?),
+        ))
     }
 }
 
-tierhost_sdk::export_tier!(Constant);
+tierhost_sdk::export_tier!(Constant, kind = SafeDefault, name = "constant");

@@ -3,21 +3,11 @@
 //! score, so a test sees exactly what crossed the boundary. With the param `require` (names
 //! separated by commas) it first asks for those features and answers `missing-feature` with
 //! the first one absent, as a tier that reads a feature outside its allowlist would.
-use tierhost_sdk::{
-    Description, Features, Guest, Outcome, Params, Prediction, Request, TierError, TierKind,
-};
+use tierhost_sdk::{Features, Outcome, Params, Prediction, Request, Tier, TierError};
 
 struct FeatureEcho;
 
-impl Guest for FeatureEcho {
-    fn describe() -> Description {
-        Description {
-            name: "feature-echo".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            kind: TierKind::Other,
-        }
-    }
-
+impl Tier for FeatureEcho {
     fn predict(req: Request) -> Result<Outcome, TierError> {
         let params = Params::load();
         let features = Features::new(&req);
@@ -37,4 +27,4 @@ impl Guest for FeatureEcho {
     }
 }
 
-tierhost_sdk::export_tier!(FeatureEcho);
+tierhost_sdk::export_tier!(FeatureEcho, kind = Other, name = "feature-echo");

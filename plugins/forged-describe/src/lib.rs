@@ -19,4 +19,4 @@ impl Guest for Forged {
     }
 }
 
-tierhost_sdk::export_tier!(Forged);
+tierhost_sdk::export_guest!(Forged);

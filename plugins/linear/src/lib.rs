@@ -13,22 +13,11 @@
 //! Label: `positive_label` (default `block`) when `p >= threshold` (default 0.5), else
 //! `negative_label` (default `allow`); confidence is the probability of the chosen label.
 //! Reasons name the three terms that pushed the score the most.
-use tierhost_sdk::{
-    Description, Features, Guest, Outcome, Params, Request, TierError, TierKind, Value,
-    binary_prediction,
-};
+use tierhost_sdk::{Features, Outcome, Params, Request, Tier, TierError, Value, binary_prediction};
 
 struct Linear;
 
-impl Guest for Linear {
-    fn describe() -> Description {
-        Description {
-            name: "logistic".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            kind: TierKind::Model,
-        }
-    }
-
+impl Tier for Linear {
     fn predict(req: Request) -> Result<Outcome, TierError> {
         let params = Params::load();
         let features = Features::new(&req);
@@ -84,4 +73,4 @@ impl Guest for Linear {
     }
 }
 
-tierhost_sdk::export_tier!(Linear);
+tierhost_sdk::export_tier!(Linear, kind = Model, name = "logistic");

@@ -23,10 +23,7 @@
 //! Scaler, TreeEnsembleRegressor) or an unexpected output shape is a `bad-params` error.
 use std::sync::OnceLock;
 
-use tierhost_sdk::{
-    Description, Features, Guest, Outcome, Params, Request, TierError, TierKind, binary_prediction,
-    model,
-};
+use tierhost_sdk::{Features, Outcome, Params, Request, Tier, TierError, binary_prediction, model};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -89,15 +86,7 @@ fn probability(out: &Tensor) -> Option<f64> {
 
 struct Onnx;
 
-impl Guest for Onnx {
-    fn describe() -> Description {
-        Description {
-            name: "onnx".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            kind: TierKind::Model,
-        }
-    }
-
+impl Tier for Onnx {
     fn predict(req: Request) -> Result<Outcome, TierError> {
         let params = Params::load();
         let names: Vec<&str> = params
@@ -172,4 +161,4 @@ impl Guest for Onnx {
     }
 }
 
-tierhost_sdk::export_tier!(Onnx);
+tierhost_sdk::export_tier!(Onnx, kind = Model, name = "onnx");

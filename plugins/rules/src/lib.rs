@@ -24,9 +24,7 @@
 mod logic;
 
 use logic::{RULES, RuleParams, Transaction};
-use tierhost_sdk::{
-    Description, Features, Guest, Outcome, Params, Prediction, Request, TierError, TierKind,
-};
+use tierhost_sdk::{Features, Outcome, Params, Prediction, Request, Tier, TierError};
 
 struct Rules;
 
@@ -52,15 +50,7 @@ fn params() -> Result<(RuleParams, f64), TierError> {
     ))
 }
 
-impl Guest for Rules {
-    fn describe() -> Description {
-        Description {
-            name: "fraud-rules".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            kind: TierKind::Rules,
-        }
-    }
-
+impl Tier for Rules {
     fn predict(req: Request) -> Result<Outcome, TierError> {
         let (params, confidence) = params()?;
         let features = Features::new(&req);
@@ -81,4 +71,4 @@ impl Guest for Rules {
     }
 }
 
-tierhost_sdk::export_tier!(Rules);
+tierhost_sdk::export_tier!(Rules, kind = Rules, name = "fraud-rules");

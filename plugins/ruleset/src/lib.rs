@@ -11,9 +11,7 @@
 use std::sync::OnceLock;
 
 use serde::Deserialize;
-use tierhost_sdk::{
-    Description, Features, Guest, Outcome, Params, Prediction, Request, TierError, TierKind, model,
-};
+use tierhost_sdk::{Features, Outcome, Params, Prediction, Request, Tier, TierError, model};
 
 #[derive(Deserialize)]
 struct RuleSet {
@@ -46,15 +44,7 @@ fn load() -> Result<RuleSet, String> {
 
 struct RuleList;
 
-impl Guest for RuleList {
-    fn describe() -> Description {
-        Description {
-            name: "rule-list".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            kind: TierKind::Rules,
-        }
-    }
-
+impl Tier for RuleList {
     fn predict(req: Request) -> Result<Outcome, TierError> {
         let set = RULES
             .get_or_init(load)
@@ -99,4 +89,4 @@ impl Guest for RuleList {
     }
 }
 
-tierhost_sdk::export_tier!(RuleList);
+tierhost_sdk::export_tier!(RuleList, kind = Rules, name = "rule-list");

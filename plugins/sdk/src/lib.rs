@@ -1,19 +1,24 @@
 //! Guest SDK for tierhost tiers.
 //!
-//! A tier is a Rust `cdylib` compiled for `wasm32-wasip2`. It implements [`Guest`] and exports
-//! itself with [`export_tier!`]:
+//! A tier is a Rust `cdylib` compiled for `wasm32-wasip2`. It implements [`Tier`] and exports
+//! itself with [`export_tier!`], which writes `describe` from Cargo (package name and version;
+//! `name = "..."` overrides the name) and the kind given:
 //!
 //! ```ignore
-//! use tierhost_sdk::{Guest, Request, Outcome, TierError, Description, TierKind};
-//! struct MyTier;
-//! impl Guest for MyTier {
-//!     fn describe() -> Description { /* ... */ }
-//!     fn predict(req: Request) -> Result<Outcome, TierError> { /* ... */ }
+//! use tierhost_sdk::{Features, Outcome, Prediction, Request, Tier, TierError};
+//! struct BigAmounts;
+//! impl Tier for BigAmounts {
+//!     fn predict(req: Request) -> Result<Outcome, TierError> {
+//!         let big = Features::new(&req).require_number("amount")? > 1000.0;
+//!         Ok(Outcome::answer(Prediction::new(if big { "review" } else { "allow" }, 0.9)))
+//!     }
 //! }
-//! tierhost_sdk::export_tier!(MyTier);
+//! tierhost_sdk::export_tier!(BigAmounts, kind = Rules);
 //! ```
 //!
-//! The helpers here ([`Features`], [`Params`], [`log`]) keep a tier's source down to its logic.
+//! The helpers here ([`Features`], [`Params`], [`log`], [`model`], the [`Prediction`] and
+//! [`Outcome`] constructors) keep a tier's source down to its logic. A tier that must write its
+//! own `describe` implements [`Guest`] and uses [`export_guest!`].
 #![deny(missing_docs)]
 
 #[doc(hidden)]
@@ -23,7 +28,7 @@ pub mod bindings {
         world: "tier",
         path: "../../wit",
         pub_export_macro: true,
-        export_macro_name: "export_tier",
+        export_macro_name: "export_guest",
         default_bindings_module: "tierhost_sdk::bindings",
     });
 }
@@ -32,7 +37,91 @@ pub use bindings::tierhost::tier::host::{LogLevel, Param};
 pub use bindings::tierhost::tier::types::{
     Description, Feature, Outcome, Prediction, Request, TierError, TierKind, Value,
 };
-pub use bindings::{Guest, export_tier};
+pub use bindings::{Guest, export_guest};
+
+/// What a tier implements: one prediction per request. [`export_tier!`] supplies the rest of
+/// the contract (`describe`).
+pub trait Tier {
+    /// Answers (or abstains on) one request; an `Err` makes the host fall back with the
+    /// error's kind as the reason.
+    fn predict(req: Request) -> Result<Outcome, TierError>;
+}
+
+/// Exports a [`Tier`] as the component's `tier` world: `export_tier!(MyTier, kind = Rules)`,
+/// or `export_tier!(MyTier, kind = Model, name = "fraud-model")`. The kind is a [`TierKind`]
+/// variant (`Model`, `Rules`, `SafeDefault`, `Other`); the name defaults to the package name
+/// and the version is always the package version (`CARGO_PKG_*` of the crate that calls it).
+#[macro_export]
+macro_rules! export_tier {
+    ($ty:ident, kind = $kind:ident $(, name = $name:expr)? $(,)?) => {
+        impl $crate::Guest for $ty {
+            fn describe() -> $crate::Description {
+                $crate::Description {
+                    name: $crate::export_tier!(@name $($name)?),
+                    version: ::core::env!("CARGO_PKG_VERSION").into(),
+                    kind: $crate::TierKind::$kind,
+                }
+            }
+
+            fn predict(
+                req: $crate::Request,
+            ) -> ::core::result::Result<$crate::Outcome, $crate::TierError> {
+                <$ty as $crate::Tier>::predict(req)
+            }
+        }
+        $crate::export_guest!($ty);
+    };
+    (@name) => {
+        ::core::env!("CARGO_PKG_NAME").into()
+    };
+    (@name $name:expr) => {
+        ($name).into()
+    };
+}
+
+impl Prediction {
+    /// A prediction of `label` with `confidence` (in [0, 1]); the score starts equal to the
+    /// confidence and there are no reasons: set them with [`Prediction::score`] and
+    /// [`Prediction::reason`].
+    pub fn new(label: impl Into<String>, confidence: f64) -> Self {
+        Self {
+            label: label.into(),
+            score: confidence,
+            confidence,
+            reasons: Vec::new(),
+        }
+    }
+
+    /// Sets the raw score behind the label (e.g. a probability); must be finite.
+    pub fn score(mut self, score: f64) -> Self {
+        self.score = score;
+        self
+    }
+
+    /// Adds one reason (a rule or feature name, short and human-readable).
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reasons.push(reason.into());
+        self
+    }
+
+    /// Adds reasons.
+    pub fn reasons<S: Into<String>>(mut self, reasons: impl IntoIterator<Item = S>) -> Self {
+        self.reasons.extend(reasons.into_iter().map(Into::into));
+        self
+    }
+}
+
+impl Outcome {
+    /// An answer the host may serve.
+    pub fn answer(prediction: Prediction) -> Self {
+        Outcome::Answer(prediction)
+    }
+
+    /// Declines to answer, saying why: the host goes down one tier.
+    pub fn abstain(why: impl Into<String>) -> Self {
+        Outcome::Abstain(why.into())
+    }
+}
 
 /// Writes one log line through the host (bounded per call by the host).
 pub fn log(level: LogLevel, message: &str) {
@@ -204,10 +293,5 @@ pub fn binary_prediction(
     } else {
         (negative, 1.0 - p)
     };
-    Prediction {
-        label: label.to_string(),
-        score: p,
-        confidence,
-        reasons,
-    }
+    Prediction::new(label, confidence).score(p).reasons(reasons)
 }

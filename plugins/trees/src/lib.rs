@@ -14,24 +14,13 @@ use std::sync::OnceLock;
 mod logic;
 
 use logic::Model;
-use tierhost_sdk::{
-    Description, Features, Guest, Outcome, Params, Request, TierError, TierKind, binary_prediction,
-    model,
-};
+use tierhost_sdk::{Features, Outcome, Params, Request, Tier, TierError, binary_prediction, model};
 
 static MODEL: OnceLock<Result<Model, String>> = OnceLock::new();
 
 struct Trees;
 
-impl Guest for Trees {
-    fn describe() -> Description {
-        Description {
-            name: "tree-ensemble".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            kind: TierKind::Model,
-        }
-    }
-
+impl Tier for Trees {
     fn predict(req: Request) -> Result<Outcome, TierError> {
         let m = MODEL
             .get_or_init(|| logic::parse(&model()))
@@ -56,4 +45,4 @@ impl Guest for Trees {
     }
 }
 
-tierhost_sdk::export_tier!(Trees);
+tierhost_sdk::export_tier!(Trees, kind = Model, name = "tree-ensemble");

@@ -92,6 +92,12 @@ cargo clippy --release --all-targets -- -D warnings
 echo "==> cargo clippy (guest tiers, wasm32-wasip2)"
 (cd plugins && cargo clippy --release --target wasm32-wasip2 --target-dir ../target/guests -- -D warnings)
 
+# Python tiers (componentize-py, pinned in the script, installed into target/polyglot/venv):
+# tests/polyglot.rs compares them with the Rust rules and checks their fault containment.
+echo "==> scripts/polyglot.sh (Python tiers)"
+./scripts/polyglot.sh
+export TIERHOST_REQUIRE_POLYGLOT=1
+
 echo "==> cargo test --release"
 cargo test --release --no-fail-fast
 

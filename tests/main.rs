@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod new_tier;
 mod policies;
+mod polyglot;
 mod readme;
 mod reasons;
 mod review_page;

@@ -230,7 +230,10 @@ fn files(name: &str, lang: Lang, kind: Kind) -> Vec<File> {
                 contents: PYTHON_SDK.to_string(),
                 executable: false,
             },
-            text(".gitignore", "/.venv\n/__pycache__\n/.tierhost-cache\n/{{name}}.wasm\n"),
+            text(
+                ".gitignore",
+                "/.venv\n/__pycache__\n/.tierhost-cache\n/{{name}}.wasm\n",
+            ),
         ]),
     }
     files

@@ -1,13 +1,14 @@
-//! Python tiers (componentize-py, built by `scripts/polyglot.sh` into target/polyglot/) in the
-//! unchanged host, with no capability beyond any other tier's:
+//! Python and JavaScript tiers (componentize-py / componentize-js, built by
+//! `scripts/polyglot.sh` into target/polyglot/) in the unchanged host, with no capability beyond
+//! any other tier's:
 //!
-//! - the fraud rules ported to Python (`examples/fraud/python/app.py`) answer exactly like the
-//!   Rust rules tier (label, score, confidence, reasons; or the same error kind and message) on
+//! - the fraud rules ported to Python (`examples/fraud/python/app.py`) and to JavaScript
+//!   (`examples/fraud/js/app.js`) each answer exactly like the Rust rules tier (label, score, confidence, reasons; or the same error kind and message) on
 //!   `examples/fraud/requests.jsonl` and on 1,500 generated requests covering edge values,
 //!   missing and null features, wrong types and shuffled feature order;
 //! - a Python tier that loops, raises or allocates without bound is cut off (out-of-fuel or
 //!   deadline, trap with the Python traceback in the detail, memory-limit) and the request is
-//!   answered by the next tier.
+//!   answered by the next tier; a JavaScript tier that loops is cut off too.
 //!
 //! The components must exist: with `TIERHOST_REQUIRE_POLYGLOT=1` (set by scripts/test.sh) a
 //! missing one fails the test; without it the tests say loudly that they skipped.
@@ -186,7 +187,16 @@ impl Gen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_rules_answer_exactly_like_the_rust_rules() {
-    let Some(python) = component("fraud-rules-py") else {
+    same_answers_as_the_rust_rules("fraud-rules-py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_rules_answer_exactly_like_the_rust_rules() {
+    same_answers_as_the_rust_rules("fraud-rules-js").await;
+}
+
+async fn same_answers_as_the_rust_rules(name: &str) {
+    let Some(python) = component(name) else {
         return;
     };
     let engine = engine();
@@ -211,12 +221,12 @@ async fn python_rules_answer_exactly_like_the_rust_rules() {
         assert_eq!(
             comparable(&r),
             comparable(&p),
-            "request {}: Rust and Python differ",
+            "request {}: Rust and {name} differ",
             request.id
         );
         if r.served_by.tier == "rules" {
             served += 1;
-            assert_eq!(p.served_by.plugin.as_deref(), Some("fraud-rules-py"));
+            assert_eq!(p.served_by.plugin.as_deref(), Some(name));
         } else {
             fell += 1;
         }
@@ -224,7 +234,7 @@ async fn python_rules_answer_exactly_like_the_rust_rules() {
     // The generated set exercises both paths, each many times.
     assert!(served > 300 && fell > 300, "served {served}, fell {fell}");
     eprintln!(
-        "{} requests ({examples} examples + 1500 generated): identical; {served} answered by the rules, {fell} fell back",
+        "{name}: {} requests ({examples} examples + 1500 generated): identical; {served} answered by the rules, {fell} fell back",
         requests.len()
     );
 }
@@ -296,3 +306,30 @@ deadline_ms = 30000
         .await;
     assert_eq!(answer.served_by.tier, "python", "{answer:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_tier_that_loops_is_contained() {
+    let Some(looping) = component("loop-js") else {
+        return;
+    };
+    let toml = format!(
+        "[cascade]\nbudget_ms = 60000\n[[tier]]\nname = \"js\"\nplugin = \"{}\"\n[tier.limits]\ndeadline_ms = 30000\n{RULES}",
+        looping.display()
+    );
+    let cascade = load(&engine(), &toml).await;
+    for i in 0..3 {
+        let request = Request::from_json(&format!(
+            r#"{{"id":"js-{i}","features":{{"amount":9000,"account_age_days":3}}}}"#
+        ))
+        .unwrap();
+        let answer = cascade.predict(&request).await;
+        assert_eq!(answer.served_by.tier, "rules", "{answer:?}");
+        let kinds = answer.fallback_kinds();
+        assert!(
+            kinds == ["out-of-fuel"] || kinds == ["deadline"],
+            "{kinds:?}"
+        );
+    }
+}
+
+const RULES: &str = "[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\nmin_confidence = 0.0\n[tier.limits]\ndeadline_ms = 30000\n";

@@ -317,23 +317,30 @@ fn main() {
     let onnx = onnx_rows(&measure_request, &tree_req, warmup, iterations);
 
     let fresh = measure(RULES_FRESH.into(), iterations);
-    // The same rules in Python (componentize-py, built by scripts/polyglot.sh): an 18 MB
-    // component with the interpreter inside; its limits are the Python template's.
-    let python_wasm =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/polyglot/fraud-rules-py.wasm");
-    let python = python_wasm.exists().then(|| {
-        let tier = |instances: &str| {
-            format!(
-                "[cascade]\nbudget_ms = 10000\n[[tier]]\nname = \"rules\"\nplugin = \"{}\"\n{instances}[tier.limits]\ndeadline_ms = 5000\nfuel = 50_000_000\nmax_memory_mib = 64\n",
-                python_wasm.display()
+    // The same rules in Python (componentize-py) and JavaScript (componentize-js), built by
+    // scripts/polyglot.sh: components with the interpreter inside (18 and 12 MB); their limits
+    // are the templates'.
+    let polyglot = |file: &str| {
+        let wasm =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/polyglot/{file}.wasm"));
+        wasm.exists().then(|| {
+            let tier = |instances: &str| {
+                format!(
+                    "[cascade]\nbudget_ms = 10000\n[[tier]]\nname = \"rules\"\nplugin = \"{}\"\n{instances}[tier.limits]\ndeadline_ms = 5000\nfuel = 50_000_000\nmax_memory_mib = 64\n",
+                    wasm.display()
+                )
+            };
+            let n = if smoke { 100 } else { 3_000 };
+            (
+                measure(tier(""), n),
+                measure(tier("instances = \"reuse\"\nwarm_instances = 1\n"), n),
             )
-        };
-        let n = if smoke { 100 } else { 3_000 };
-        (
-            measure(tier(""), n),
-            measure(tier("instances = \"reuse\"\nwarm_instances = 1\n"), n),
-        )
-    });
+        })
+    };
+    let polyglot = [
+        ("Python (componentize-py)", polyglot("fraud-rules-py")),
+        ("JavaScript (componentize-js)", polyglot("fraud-rules-js")),
+    ];
     let (reused, host_work) = measure_both(RULES_REUSE.into(), &req, iterations);
     // The floor: the same rules component, called through wasmtime directly.
     let rules_wasm = tierhost::builtin::get("rules").expect("builtin rules");
@@ -413,30 +420,24 @@ fn main() {
             "| phishing small model (ONNX), native vs builtin:onnx | - | - | - | run with `--features native-onnx` |"
         );
     }
-    match &python {
-        Some((python_fresh, python_reused)) => {
-            for (name, s) in [
-                (
-                    "rules in Python (componentize-py), fresh instance per call",
-                    python_fresh,
-                ),
-                (
-                    "rules in Python (componentize-py), reused instance",
-                    python_reused,
-                ),
-            ] {
-                println!(
-                    "| {name} | {} | {} | {} | {:.1}x |",
-                    us(s.p50),
-                    us(s.p99),
-                    us(s.mean),
-                    ratio(s)
-                );
+    for (lang, measured) in &polyglot {
+        match measured {
+            Some((fresh, reused)) => {
+                for (how, s) in [
+                    ("fresh instance per call", fresh),
+                    ("reused instance", reused),
+                ] {
+                    println!(
+                        "| rules in {lang}, {how} | {} | {} | {} | {:.1}x |",
+                        us(s.p50),
+                        us(s.p99),
+                        us(s.mean),
+                        ratio(s)
+                    );
+                }
             }
+            None => println!("| rules in {lang} | - | - | - | run ./scripts/polyglot.sh first |"),
         }
-        None => println!(
-            "| rules in Python (componentize-py) | - | - | - | run ./scripts/polyglot.sh first |"
-        ),
     }
     let tree_ratio =
         trees_sandbox.p50.as_nanos() as f64 / native_trees_stats.p50.as_nanos().max(1) as f64;

@@ -171,7 +171,7 @@ impl Gen {
             ("has_international_history", history),
         ];
         // Leave some features out, and shuffle the order.
-        features.retain(|_| self.next() % 8 != 0);
+        features.retain(|_| !self.next().is_multiple_of(8));
         for k in (1..features.len()).rev() {
             let j = (self.next() % (k as u64 + 1)) as usize;
             features.swap(k, j);

@@ -87,6 +87,30 @@ fn a_python_tier_project_builds_and_passes_its_own_test() {
 }
 
 #[test]
+fn a_javascript_tier_project_builds_and_passes_its_own_test() {
+    // The componentize-js that scripts/polyglot.sh installed (the project's build.sh would
+    // `npm install` the same pinned version into its own node_modules).
+    let componentize = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/polyglot/node/node_modules/.bin/componentize-js");
+    if !componentize.exists() {
+        assert_ne!(
+            std::env::var("TIERHOST_REQUIRE_POLYGLOT").as_deref(),
+            Ok("1"),
+            "{} is missing: run ./scripts/polyglot.sh",
+            componentize.display()
+        );
+        eprintln!(
+            "SKIPPED: {} is missing (run ./scripts/polyglot.sh)",
+            componentize.display()
+        );
+        return;
+    }
+    let log = generate_and_test("js", &[("COMPONENTIZE_JS", &componentize)]);
+    assert!(log.contains("allow from card-js"), "{log}");
+    assert!(log.contains("review from safe-default"), "{log}");
+}
+
+#[test]
 fn bad_names_and_existing_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for bad in ["Card", "card_rules", "x-", "a--b", "safe-default", ""] {

@@ -25,6 +25,8 @@ pub(crate) enum Lang {
     Rust,
     /// A Python module built into a component by componentize-py.
     Python,
+    /// A JavaScript module built into a component by componentize-js.
+    Js,
 }
 
 impl fmt::Display for Lang {
@@ -32,6 +34,7 @@ impl fmt::Display for Lang {
         f.write_str(match self {
             Lang::Rust => "rust",
             Lang::Python => "python",
+            Lang::Js => "js",
         })
     }
 }
@@ -64,6 +67,16 @@ impl Kind {
         }
     }
 
+    /// The `tier-kind` case as WIT (and JavaScript) names it.
+    fn wit(self) -> &'static str {
+        match self {
+            Kind::Rules => "rules",
+            Kind::Model => "model",
+            Kind::SafeDefault => "safe-default",
+            Kind::Other => "other",
+        }
+    }
+
     fn doc(self) -> &'static str {
         match self {
             Kind::Rules => "rules",
@@ -90,6 +103,10 @@ const RUST_SDK_LIB: &str = include_str!("../../plugins/sdk/src/lib.rs");
 const PYTHON_APP: &str = include_str!("../templates/new/python/app.py");
 const PYTHON_BUILD: &str = include_str!("../templates/new/python/build.sh");
 const PYTHON_SDK: &str = include_str!("../../plugins/python/tierhost_tier.py");
+const JS_APP: &str = include_str!("../templates/new/js/app.js");
+const JS_BUILD: &str = include_str!("../templates/new/js/build.sh");
+const JS_PACKAGE: &str = include_str!("../templates/new/js/package.json");
+const JS_SDK: &str = include_str!("../../plugins/js/tierhost_tier.js");
 /// The componentize-py release the Python template pins (as scripts/polyglot.sh does).
 const COMPONENTIZE_PY: &str = "0.25.1";
 
@@ -169,6 +186,16 @@ fn files(name: &str, lang: Lang, kind: Kind) -> Vec<File> {
             "componentize-py -d wit -w tier componentize app",
             "app.py",
         ),
+        // A 12 MB JavaScript component: ~2.5 M fuel and ~0.7 ms per fresh-instance call
+        // measured, ~0.17 ms reused.
+        Lang::Js => (
+            "# Compiled components are kept here: a 12 MB JavaScript tier compiles in seconds.\n[engine]\ncache_dir = \".tierhost-cache\"\n\n",
+            "200",
+            "instances = \"reuse\"\n",
+            "deadline_ms = 100\nfuel = 50_000_000\nmax_memory_mib = 64",
+            "componentize-js app.js --wit wit --world-name tier -d http fetch-event",
+            "app.js",
+        ),
     };
     let vars = [
         ("name", name),
@@ -176,6 +203,7 @@ fn files(name: &str, lang: Lang, kind: Kind) -> Vec<File> {
         ("type_name", type_name.as_str()),
         ("kind_variant", kind.rust_variant()),
         ("kind_doc", kind.doc()),
+        ("kind_wit", kind.wit()),
         ("kind_python", kind.python_variant()),
         ("componentize_py", COMPONENTIZE_PY),
         ("lang", &lang.to_string()),
@@ -233,6 +261,20 @@ fn files(name: &str, lang: Lang, kind: Kind) -> Vec<File> {
             text(
                 ".gitignore",
                 "/.venv\n/__pycache__\n/.tierhost-cache\n/{{name}}.wasm\n",
+            ),
+        ]),
+        Lang::Js => files.extend([
+            text("app.js", JS_APP),
+            script("build.sh", JS_BUILD),
+            text("package.json", JS_PACKAGE),
+            File {
+                path: "tierhost_tier.js",
+                contents: JS_SDK.to_string(),
+                executable: false,
+            },
+            text(
+                ".gitignore",
+                "/node_modules\n/.tierhost-cache\n/{{name}}.wasm\n",
             ),
         ]),
     }
@@ -297,12 +339,12 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled() {
-        for lang in [Lang::Rust, Lang::Python] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
             for file in files("card-rules", lang, Kind::Rules) {
                 // Copied verbatim (they hold braces of their own).
                 if file.path == "wit/tier.wit"
                     || file.path.starts_with("sdk/")
-                    || file.path == "tierhost_tier.py"
+                    || file.path.starts_with("tierhost_tier.")
                 {
                     continue;
                 }

@@ -62,25 +62,34 @@ fn a_rust_tier_project_builds_and_passes_its_own_test() {
     assert!(log.contains("review from safe-default"), "{log}");
 }
 
+/// A component toolchain that scripts/polyglot.sh installed under target/polyglot (the
+/// project's own build.sh would install the same pinned version); None (skip, loudly) when it
+/// is missing and TIERHOST_REQUIRE_POLYGLOT is not 1.
+fn polyglot_tool(relative: &str) -> Option<std::path::PathBuf> {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/polyglot")
+        .join(relative);
+    if tool.exists() {
+        return Some(tool);
+    }
+    assert_ne!(
+        std::env::var("TIERHOST_REQUIRE_POLYGLOT").as_deref(),
+        Ok("1"),
+        "{} is missing: run ./scripts/polyglot.sh",
+        tool.display()
+    );
+    eprintln!(
+        "SKIPPED: {} is missing (run ./scripts/polyglot.sh)",
+        tool.display()
+    );
+    None
+}
+
 #[test]
 fn a_python_tier_project_builds_and_passes_its_own_test() {
-    // The componentize-py that scripts/polyglot.sh installed (the project's build.sh would
-    // install the same pinned version into its own .venv).
-    let componentize =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/polyglot/venv/bin/componentize-py");
-    if !componentize.exists() {
-        assert_ne!(
-            std::env::var("TIERHOST_REQUIRE_POLYGLOT").as_deref(),
-            Ok("1"),
-            "{} is missing: run ./scripts/polyglot.sh",
-            componentize.display()
-        );
-        eprintln!(
-            "SKIPPED: {} is missing (run ./scripts/polyglot.sh)",
-            componentize.display()
-        );
+    let Some(componentize) = polyglot_tool("venv/bin/componentize-py") else {
         return;
-    }
+    };
     let log = generate_and_test("python", &[("COMPONENTIZE_PY", &componentize)]);
     assert!(log.contains("allow from card-python"), "{log}");
     assert!(log.contains("review from safe-default"), "{log}");
@@ -88,23 +97,9 @@ fn a_python_tier_project_builds_and_passes_its_own_test() {
 
 #[test]
 fn a_javascript_tier_project_builds_and_passes_its_own_test() {
-    // The componentize-js that scripts/polyglot.sh installed (the project's build.sh would
-    // `npm install` the same pinned version into its own node_modules).
-    let componentize = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/polyglot/node/node_modules/.bin/componentize-js");
-    if !componentize.exists() {
-        assert_ne!(
-            std::env::var("TIERHOST_REQUIRE_POLYGLOT").as_deref(),
-            Ok("1"),
-            "{} is missing: run ./scripts/polyglot.sh",
-            componentize.display()
-        );
-        eprintln!(
-            "SKIPPED: {} is missing (run ./scripts/polyglot.sh)",
-            componentize.display()
-        );
+    let Some(componentize) = polyglot_tool("node/node_modules/.bin/componentize-js") else {
         return;
-    }
+    };
     let log = generate_and_test("js", &[("COMPONENTIZE_JS", &componentize)]);
     assert!(log.contains("allow from card-js"), "{log}");
     assert!(log.contains("review from safe-default"), "{log}");

@@ -8,7 +8,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::engine::TierEngine;
 use crate::eval::{
-    DEFAULT_ROWS_PER_S, EvalError, LabeledRow, load_strict, run, scored, single_tier_configs,
+    DEFAULT_ROWS_PER_S, EvalError, LabeledRow, ReplayCascade, load_strict, run, scored,
+    single_tier_configs,
 };
 use crate::guest::TierKind;
 
@@ -130,11 +131,7 @@ pub async fn calibrate_tiers(
     let mut tiers = Vec::with_capacity(config.tiers.len());
     for (name, alone) in single_tier_configs(config) {
         let tier = alone.tiers[0].name.clone();
-        let replay = load_strict(engine, &alone, DEFAULT_ROWS_PER_S).await?;
-        let kind = replay.cascade.tiers()[0]
-            .sandbox
-            .as_ref()
-            .map_or(TierKind::Other, |s| s.plugin().info().kind);
+        let (replay, kind) = load_alone(engine, &alone).await?;
         let outcome = if kind == TierKind::Model {
             let (_, answers) = run(&name, &replay, rows, "", || {}).await;
             calibrate(&scored(rows, &answers, &tier), rows.len(), target).map_or(
@@ -152,6 +149,20 @@ pub async fn calibrate_tiers(
         });
     }
     Ok(tiers)
+}
+
+/// Loads a one-tier config (from [`single_tier_configs`]) for replay, with what its tier says
+/// it is.
+pub(super) async fn load_alone(
+    engine: &TierEngine,
+    alone: &Config,
+) -> Result<(ReplayCascade, TierKind), EvalError> {
+    let replay = load_strict(engine, alone, DEFAULT_ROWS_PER_S).await?;
+    let kind = replay.cascade.tiers()[0]
+        .sandbox
+        .as_ref()
+        .map_or(TierKind::Other, |s| s.plugin().info().kind);
+    Ok((replay, kind))
 }
 
 #[cfg(test)]

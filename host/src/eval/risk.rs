@@ -27,9 +27,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::TierEngine;
-use crate::eval::{
-    DEFAULT_ROWS_PER_S, EvalError, LabeledRow, load_strict, run, single_tier_configs,
-};
+use crate::eval::calibrate::load_alone;
+use crate::eval::{EvalError, LabeledRow, run, single_tier_configs};
 use crate::guest::TierKind;
 use crate::{Answer, Decision};
 
@@ -320,11 +319,7 @@ pub async fn calibrate_risk(
     let mut tiers = Vec::with_capacity(config.tiers.len());
     for ((name, alone), configured) in single_tier_configs(config).into_iter().zip(&config.tiers) {
         let tier = alone.tiers[0].name.clone();
-        let replay = load_strict(engine, &alone, DEFAULT_ROWS_PER_S).await?;
-        let kind = replay.cascade.tiers()[0]
-            .sandbox
-            .as_ref()
-            .map_or(TierKind::Other, |s| s.plugin().info().kind);
+        let (replay, kind) = load_alone(engine, &alone).await?;
         let (_, answers) = run(&name, &replay, rows, "", || {}).await;
         let scores: Vec<Option<(f64, bool)>> = rows
             .iter()

@@ -18,6 +18,7 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("tier-trees", "trees", true),
     ("tier-ruleset", "ruleset", true),
     ("tier-onnx", "onnx", true),
+    ("tier-kserve", "kserve", true),
     ("tier-wrong-world", "wrong_world", false),
     ("tier-forged-describe", "forged_describe", false),
     ("tier-feature-echo", "feature_echo", false),

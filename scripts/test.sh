@@ -19,6 +19,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # openssl makes the self-signed certificates and curl is the HTTPS client of tests/admin.rs.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# python3 runs the loopback KServe V2 model server of tests/remote.rs (standard library only).
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     sudo_cmd=""
@@ -135,6 +137,8 @@ echo '==> escalation queue bench, short version (queue off / sync = normal / syn
 cargo bench --bench escalation -- --smoke
 echo '==> shadow bench, short version (shadow off / a core that never idles / shadow on, over HTTP; the full run: cargo bench --bench shadow)'
 cargo bench --bench shadow -- --smoke
+echo '==> remote-tier bench, short version (native HTTP client vs builtin:kserve, fresh and reused; the full run: cargo bench --bench remote)'
+cargo bench --bench remote -- --smoke
 
 # Fuzzing (README "Supply chain and fuzzing"): coverage-guided libFuzzer through cargo-fuzz on
 # the stable toolchain (`--sanitizer none`: no nightly, no RUSTC_BOOTSTRAP). A short run of

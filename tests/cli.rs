@@ -816,3 +816,108 @@ fn eval_shadow_prints_the_decision_diff_of_candidates_on_the_phishing_data() {
     );
     assert_eq!(rules["served_differently"], compared_served);
 }
+
+/// `eval --alpha --bootstrap --train` on the phishing example: the answered error of each tier
+/// with its interval and verdict, the bootstrap of the conformal calibration, and the rows the
+/// test split shares with the training split (149 of 250, counted independently here).
+#[test]
+fn eval_checks_the_risk_promise_and_counts_rows_shared_with_training() {
+    use tierhost::eval::{parse_labels, read_labeled_csv};
+    let phishing = |f: &str| format!("{}/examples/phishing/{f}", env!("CARGO_MANIFEST_DIR"));
+    let labels = "1=phishing,0=legitimate";
+    let (test, train) = (phishing("data/test.csv"), phishing("data/train.csv"));
+    let (code, stdout, stderr) = tierhost(&[
+        "eval",
+        "--config",
+        &phishing("cascade.toml"),
+        "--data",
+        &test,
+        "--labels",
+        labels,
+        "--scenario",
+        "normal",
+        "--alpha",
+        "0.05",
+        "--bootstrap",
+        "40",
+        "--train",
+        &train,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_no_panic(&stderr);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+
+    // Shared rows, counted here from the raw CSV lines (features only, label column dropped).
+    let features_of = |path: &str| -> Vec<String> {
+        let rows =
+            read_labeled_csv(path.as_ref(), "label", &parse_labels(labels).unwrap()).unwrap();
+        rows.iter()
+            .map(|r| format!("{:?}", r.request.features))
+            .collect()
+    };
+    let train_set: std::collections::HashSet<String> = features_of(&train).into_iter().collect();
+    let expected = features_of(&test)
+        .iter()
+        .filter(|f| train_set.contains(*f))
+        .count();
+    assert!(expected > 0, "the phishing split shares rows with training");
+    assert_eq!(doc["shared_with_train"]["shared"], expected);
+    assert!(
+        stderr.contains("have the same features as a row of"),
+        "{stderr}"
+    );
+
+    let promise = &doc["promise"];
+    assert_eq!(promise["rows"], 250);
+    let answered = promise["answered"].as_array().unwrap();
+    assert_eq!(answered.len(), 3, "every tier of the cascade");
+    let mut reaching = 250;
+    for tier in answered {
+        // The walk: each tier sees what the tiers before it did not keep.
+        assert_eq!(tier["reaching"], reaching, "{tier}");
+        reaching -= tier["kept"].as_u64().unwrap() as usize;
+        let (kept, errors) = (
+            tier["kept"].as_f64().unwrap(),
+            tier["errors"].as_f64().unwrap(),
+        );
+        let [lo, hi] = [0, 1].map(|i| tier["interval"][i].as_f64().unwrap());
+        if kept > 0.0 {
+            assert!(lo <= errors / kept && errors / kept <= hi, "{tier}");
+        }
+        let verdict = tier["verdict"].as_str().unwrap();
+        let expected_verdict = if kept == 0.0 {
+            "no-answers"
+        } else if hi <= 0.05 {
+            "certified"
+        } else if errors / kept <= 0.05 {
+            "within-not-certified"
+        } else {
+            "exceeds"
+        };
+        assert_eq!(verdict, expected_verdict, "{tier}");
+    }
+    assert_eq!(promise["splits"], 40);
+    let bootstrap = promise["bootstrap"].as_array().unwrap();
+    assert_eq!(bootstrap.len(), 2, "the two model tiers");
+    for tier in bootstrap {
+        let (calibrated, held) = (
+            tier["calibrated"].as_u64().unwrap(),
+            tier["held"].as_u64().unwrap(),
+        );
+        assert!(held <= calibrated && calibrated <= 40, "{tier}");
+    }
+
+    // Without --alpha, --bootstrap is refused by the argument parser, with the reason.
+    let (code, _, stderr) = tierhost(&[
+        "eval",
+        "--config",
+        &phishing("cascade.toml"),
+        "--data",
+        &test,
+        "--bootstrap",
+        "5",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--alpha"), "{stderr}");
+}

@@ -23,6 +23,7 @@ mod policies;
 mod polyglot;
 mod readme;
 mod reasons;
+mod remote;
 mod review_page;
 mod server;
 mod shadow;

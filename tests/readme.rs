@@ -28,6 +28,8 @@ mode = "trap"
 after_ms = 1.0
 [tier.shadow]
 plugin = "candidate.wasm"
+[tier.http]
+allow = ["http://127.0.0.1:9000/v2"]
 [[tier]]
 name = "b"
 plugin = "builtin:rules"
@@ -42,6 +44,7 @@ const SET_BY_THIS_TEST: &[(&str, &str)] = &[
     ("[server.tls]", "cert"),
     ("[server.tls]", "key"),
     ("[escalation]", "tiers"),
+    ("[tier.http]", "allow"),
 ];
 
 /// README section heading (its first backticked word) -> the section's defaults, as JSON.
@@ -60,6 +63,7 @@ fn actual_defaults() -> BTreeMap<&'static str, Value> {
         ("[tier.shadow]", json(tier.shadow.as_ref().unwrap())),
         ("[tier.limits]", json(&tier.limits)),
         ("[tier.accept]", json(&tier.accept)),
+        ("[tier.http]", json(tier.http.as_ref().unwrap())),
         ("[safe_default]", json(&config.safe_default)),
         ("[cache]", json(config.cache.as_ref().unwrap())),
         ("[escalation]", json(config.escalation.as_ref().unwrap())),

@@ -158,6 +158,25 @@ fn cases(dir: &Path) -> Vec<Case> {
             ),
             Setup::ForceBreakerOpen,
         ),
+        // `subject` is the remote-model tier asking a model the grant does not cover: refused
+        // by the host before anything is sent (nothing listens there either way).
+        case(
+            "capability-denied",
+            format!(
+                "{ROOMY_BUDGET}{}{RULES_TIER}",
+                subject(
+                    "builtin:kserve",
+                    "",
+                    &format!(
+                        "[tier.limits]\n{ROOMY_LIMITS}\n[tier.params]\n\
+                         url = \"http://127.0.0.1:9/v2/models/other/infer\"\n\
+                         features = \"amount\"\n[tier.http]\n\
+                         allow = [\"http://127.0.0.1:9/v2/models/fraud\"]\n"
+                    )
+                )
+            ),
+            Setup::None,
+        ),
         // `subject` blocks (a WASI sleep on the frozen clock); after 1 ms the rules tier is
         // started beside it, answers, and `subject` is cancelled.
         case(

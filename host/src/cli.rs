@@ -236,6 +236,26 @@ pub(crate) struct EvalArgs {
     /// first scenario run (add `--scenario normal` to run only that one).
     #[arg(long = "shadow", value_name = "TIER=FILE")]
     pub(crate) shadows: Vec<String>,
+    /// Check the risk promise: each tier's error among the answers it keeps at its configured
+    /// min_confidence (tiers alone, walked in cascade order), with a Clopper-Pearson interval
+    /// at 1 - --delta, judged against this alpha.
+    #[arg(long)]
+    pub(crate) alpha: Option<f64>,
+    /// With --alpha: confidence of the interval and of the conformal calibration, 1 - DELTA.
+    #[arg(long, default_value_t = 0.1, requires = "alpha")]
+    pub(crate) delta: f64,
+    /// With --alpha: N random halvings of the data; `calibrate --method conformal` on one half,
+    /// the answered error measured on the other; prints in how many splits each model tier's
+    /// error stayed within alpha (the promise: >= 1 - delta of them).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "alpha")]
+    pub(crate) bootstrap: usize,
+    /// Seed of the bootstrap splits.
+    #[arg(long, default_value_t = 0, requires = "alpha")]
+    pub(crate) seed: u64,
+    /// The training data (CSV, same columns): warn with the count of evaluated rows whose
+    /// features equal a training row's (figures on them measure memory, not generalisation).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) train: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

@@ -85,6 +85,10 @@ pub enum LoadError {
     /// something the host does not provide.
     #[error("component does not implement the tierhost:tier world: {0}")]
     WrongWorld(String),
+    /// The component imports a capability the tier is not granted (outbound HTTP without
+    /// `[tier.http]`).
+    #[error("capability not granted: {0}")]
+    NotGranted(String),
     /// The component loaded but `describe` failed or returned nonsense.
     #[error("describe() failed: {0}")]
     Describe(String),

@@ -85,10 +85,10 @@ pub use answer::{
 };
 pub use cascade::{Cascade, CascadeTier, HiddenFeatureRead, SAFE_DEFAULT};
 pub use config::{
-    AcceptConfig, AlertConfig, BreakerConfig, CacheConfig, CascadeSettings, ChaosConfig, ChaosMode,
-    Config, ConfigChange, ConfigDiff, EscalationConfig, FileDigest, HedgeConfig, InstanceMode,
-    OodConfig, OodMethod, ParamValue, PluginSource, QueueSync, SafeDefaultConfig, ServerConfig,
-    TierConfig, TierConfigBuilder, TierFile, TlsConfig,
+    AcceptConfig, AlertConfig, AllowRule, BreakerConfig, CacheConfig, CascadeSettings, ChaosConfig,
+    ChaosMode, Config, ConfigChange, ConfigDiff, EscalationConfig, FileDigest, HedgeConfig,
+    HttpConfig, InstanceMode, OodConfig, OodMethod, ParamValue, PluginSource, QueueSync,
+    SafeDefaultConfig, ServerConfig, TierConfig, TierConfigBuilder, TierFile, TlsConfig,
 };
 pub use engine::{COMPILER_ENV, CompileStats, TierEngine, compile_component_main};
 pub use error::{
@@ -116,7 +116,7 @@ pub use service::{
 pub mod defaults {
     pub use crate::config::{
         DEFAULT_AUDIT_MAX_BYTES, DEFAULT_BUDGET_MS, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_PENDING,
-        MAX_LABEL_BYTES, MAX_MODEL_BYTES,
+        DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RESPONSE_BYTES, MAX_LABEL_BYTES, MAX_MODEL_BYTES,
     };
     pub use crate::limits::{
         DEFAULT_COMPILE_MAX_MEMORY_MIB, DEFAULT_COMPILE_TIMEOUT_S, DEFAULT_DEADLINE_MS,

@@ -562,13 +562,38 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = eval::evaluate(&engine(&config)?, &config, &data, &options, |p| {
+    let engine = engine(&config)?;
+    let mut report = eval::evaluate(&engine, &config, &data, &options, |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
         bar.set_message(p.run.to_string());
     })
     .await?;
     bar.finish_and_clear();
+    if let Some(train) = &args.train {
+        let labels = eval::parse_labels(&args.input.labels)?;
+        let train_rows = eval::read_labeled_csv(train, &args.input.label_column, &labels)
+            .with_context(|| format!("--train {}", train.display()))?;
+        let shared = eval::SharedRows {
+            train: train.clone(),
+            shared: eval::shared_rows(&data.rows, &train_rows),
+            rows: data.rows.len(),
+        };
+        if shared.shared > 0 {
+            eprintln!("warning: {shared}");
+        }
+        report.shared_with_train = Some(shared);
+    }
+    if let Some(alpha) = args.alpha {
+        let target = eval::RiskTarget::new(alpha, args.delta)?;
+        let tiers = eval::tier_scores(&engine, &config, &data.rows).await?;
+        report.promise = Some(eval::check_promise(
+            &tiers,
+            target,
+            args.bootstrap,
+            args.seed,
+        ));
+    }
     if let Some(dir) = &args.report {
         report.write(dir)?;
     }

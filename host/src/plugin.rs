@@ -115,6 +115,18 @@ impl Plugin {
         })
     }
 
+    /// The network interface the component imports (`wasi:http/outgoing-handler@...`), if
+    /// any: only a tier with `[tier.http]` may load it.
+    pub fn network_import(&self) -> Option<String> {
+        let component = self.pre.instance_pre().component();
+        component
+            .component_type()
+            .imports(self.engine.engine())
+            .map(|(name, _)| name)
+            .find(|name| name.starts_with("wasi:http/outgoing-handler"))
+            .map(str::to_string)
+    }
+
     /// Identity and digest.
     pub fn info(&self) -> &PluginInfo {
         &self.info

@@ -40,6 +40,13 @@ pub enum FallbackReason {
         /// The tier's message.
         message: String,
     },
+    /// The tier asked the host for something it was not granted (an HTTP request outside its
+    /// `[tier.http]` allow list, or past its `max_requests`): refused, and the call failed
+    /// whatever the tier returned afterwards.
+    CapabilityDenied {
+        /// What was asked for and why it was refused.
+        detail: String,
+    },
     /// The tier answered, but the answer broke the contract or the tier's constraints.
     InvalidOutput {
         /// What is wrong with it.
@@ -100,6 +107,7 @@ impl FallbackReason {
         "stack-overflow",
         "trap",
         "tier-error",
+        "capability-denied",
         "invalid-output",
         "abstained",
         "low-confidence",
@@ -120,6 +128,7 @@ impl FallbackReason {
             Self::StackOverflow => "stack-overflow",
             Self::Trap { .. } => "trap",
             Self::TierError { .. } => "tier-error",
+            Self::CapabilityDenied { .. } => "capability-denied",
             Self::InvalidOutput { .. } => "invalid-output",
             Self::Abstained { .. } => "abstained",
             Self::LowConfidence { .. } => "low-confidence",
@@ -159,6 +168,7 @@ impl std::fmt::Display for FallbackReason {
             Self::StackOverflow => write!(f, "wasm stack overflow"),
             Self::Trap { message } => write!(f, "trap: {message}"),
             Self::TierError { error, message } => write!(f, "tier error ({error}): {message}"),
+            Self::CapabilityDenied { detail } => write!(f, "capability denied: {detail}"),
             Self::InvalidOutput { detail } => write!(f, "invalid output: {detail}"),
             Self::Abstained { reason } => write!(f, "abstained: {reason}"),
             Self::LowConfidence {
@@ -201,6 +211,7 @@ mod tests {
                 error: text(),
                 message: text(),
             },
+            FallbackReason::CapabilityDenied { detail: text() },
             FallbackReason::InvalidOutput { detail: text() },
             FallbackReason::Abstained { reason: text() },
             FallbackReason::LowConfidence {
@@ -222,6 +233,7 @@ mod tests {
                 | FallbackReason::StackOverflow
                 | FallbackReason::Trap { .. }
                 | FallbackReason::TierError { .. }
+                | FallbackReason::CapabilityDenied { .. }
                 | FallbackReason::InvalidOutput { .. }
                 | FallbackReason::Abstained { .. }
                 | FallbackReason::LowConfidence { .. }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 
 use crate::config::{InstanceMode, ParamValue};
-use crate::guest::{self, CallState, Params, StoreSetup, TierInstance, TierOutcome, TierRequest};
+use crate::guest::{
+    self, CallState, HttpGrant, Params, StoreSetup, TierInstance, TierOutcome, TierRequest,
+};
 use crate::limits::TierLimits;
 use crate::plugin::Plugin;
 use crate::reason::FallbackReason;
@@ -43,6 +45,7 @@ pub struct Sandbox {
     mode: InstanceMode,
     warm: Mutex<Vec<Warm>>,
     max_warm: usize,
+    http: Option<Arc<HttpGrant>>,
 }
 
 impl Sandbox {
@@ -65,7 +68,14 @@ impl Sandbox {
             mode,
             warm: Mutex::new(Vec::new()),
             max_warm,
+            http: None,
         }
+    }
+
+    /// Grants the tier outbound HTTP (`[tier.http]`).
+    pub(crate) fn with_http(mut self, grant: Option<Arc<HttpGrant>>) -> Self {
+        self.http = grant;
+        self
     }
 
     /// The plugin this tier runs.
@@ -84,6 +94,7 @@ impl Sandbox {
             limits: &self.limits,
             params: &self.params,
             model: &self.model,
+            http: self.http.as_ref(),
         };
         guest::new_store(self.plugin.engine().engine(), &setup, request_id)
     }
@@ -123,6 +134,7 @@ impl Sandbox {
             .fuel
             .saturating_sub(store.get_fuel().unwrap_or(0));
         let logs_dropped = guest::logs_dropped(&store);
+        let denied = guest::denied(&mut store);
         let (result, keep) = match outcome {
             Err(_elapsed) => (
                 Err(FallbackReason::Deadline {
@@ -136,6 +148,12 @@ impl Sandbox {
             ),
             // A clean return (answer, abstention or typed error) leaves the instance usable.
             Ok(Ok((instance, result))) => (result, Some(instance)),
+        };
+        // A tier that reached for what it was not granted is stepped over (and its instance
+        // dropped), whatever it made of the refusal.
+        let (result, keep) = match denied {
+            Some(detail) => (Err(FallbackReason::CapabilityDenied { detail }), None),
+            None => (result, keep),
         };
         if let (InstanceMode::Reuse, Some(instance)) = (self.mode, keep)
             && let Ok(mut warm) = self.warm.lock()

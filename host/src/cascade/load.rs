@@ -51,6 +51,21 @@ async fn load_tier(
             Plugin::from_bytes(engine, &tier.plugin.to_string(), &bytes, &tier.limits).await?
         }
     };
+    if tier.http.is_none()
+        && let Some(import) = plugin.network_import()
+    {
+        return Err(LoadError::NotGranted(format!(
+            "the component imports {import} but the tier has no [tier.http] grant (add \
+             [tier.http] allow = [\"http://host:port/path\"] to let it reach a model server)"
+        )));
+    }
+    #[cfg(feature = "remote")]
+    let grant = tier
+        .http
+        .as_ref()
+        .map(|http| Arc::new(crate::guest::HttpGrant::new(http)));
+    #[cfg(not(feature = "remote"))]
+    let grant = None;
     Ok(Sandbox::new(
         Arc::new(plugin),
         &tier.name,
@@ -59,7 +74,8 @@ async fn load_tier(
         model,
         tier.instances,
         tier.warm_instances,
-    ))
+    )
+    .with_http(grant))
 }
 
 /// Loads the chaos sandbox of `[tier.chaos]`: `builtin:chaos` in the configured mode with the

@@ -48,6 +48,21 @@ impl Cascade {
                         Some(names) => writeln!(out, "        {:<14} features: {names:?}", ""),
                         None => Ok(()),
                     })
+                    .and_then(|()| match &tier.config.http {
+                        Some(http) => writeln!(
+                            out,
+                            "        {:<14} http: {} (max {} requests per call, responses up to {} bytes)",
+                            "",
+                            http.rules()
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            http.max_requests,
+                            http.max_response_bytes
+                        ),
+                        None => Ok(()),
+                    })
                 }
                 Err(e) => writeln!(out, "  FAIL  {name:<14} plugin {}: {e}", tier.config.plugin),
             };

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod diff;
+mod http;
 mod params;
 mod sections;
 mod tier;
@@ -21,6 +22,7 @@ pub use crate::policy::hedge::HedgeConfig;
 pub use crate::policy::ood::{OodConfig, OodMethod};
 use crate::signing::PublicKey;
 pub use diff::{ConfigChange, ConfigDiff, FileDigest, TierFile};
+pub use http::{AllowRule, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RESPONSE_BYTES, HttpConfig};
 pub use params::{ParamValue, flatten_params};
 pub use sections::{
     AlertConfig, CascadeSettings, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_BUDGET_MS, DEFAULT_MAX_PENDING,

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::http::HttpConfig;
 use super::params::flatten_params;
 use crate::limits::{EngineConfig, TierLimits};
 use crate::policy::breaker::BreakerConfig;
@@ -155,6 +156,10 @@ pub struct TierConfig {
     /// A candidate version run in the shadow of this one and compared with it (off unless set).
     #[serde(default)]
     pub shadow: Option<ShadowConfig>,
+    /// Outbound HTTP to the listed URL prefixes (remote-model tiers); without it the tier has
+    /// no network at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConfig>,
 }
 
 /// Largest model document a tier may be granted.
@@ -246,6 +251,7 @@ impl TierConfig {
             breaker: None,
             hedge: None,
             shadow: None,
+            http: None,
         })
     }
 
@@ -322,6 +328,15 @@ impl TierConfig {
             }
         }
         flatten_params(&self.params).map_err(|p| ("params".to_string(), p))?;
+        if let Some(http) = &self.http {
+            if !cfg!(feature = "remote") {
+                return field(
+                    "http",
+                    "this build of tierhost has no remote-model support (cargo feature `remote`)",
+                );
+            }
+            http.validate().map_err(nested("http"))?;
+        }
         if let Some(features) = &self.features {
             let mut seen = std::collections::HashSet::new();
             for name in features {
@@ -423,6 +438,11 @@ impl TierConfigBuilder {
     /// An out-of-distribution guard.
     pub fn ood(mut self, ood: OodConfig) -> Self {
         self.0.ood = Some(ood);
+        self
+    }
+    /// Outbound HTTP to these URL prefixes (`[tier.http]`), with the default limits.
+    pub fn http(mut self, http: HttpConfig) -> Self {
+        self.0.http = Some(http);
         self
     }
     /// Require the plugin (and model) files to be signed by one of these `[trust]` keys.

@@ -20,6 +20,7 @@
 mod calibrate;
 mod data;
 pub mod plots;
+mod promise;
 mod report;
 mod risk;
 mod scenario;
@@ -33,9 +34,13 @@ use std::time::Duration;
 
 pub use calibrate::{Calibration, CalibrationOutcome, TierCalibration, calibrate, calibrate_tiers};
 pub use data::{Dataset, LabeledRow, parse_labels, read_labeled_csv};
+pub use promise::{
+    AnsweredError, BootstrapTier, PromiseReport, TierScores, Verdict, check_promise,
+    clopper_pearson, shared_rows, tier_scores,
+};
 pub use report::{
     CURVE_THRESHOLDS, EscalationOutput, EscalationsWritten, EvalOptions, EvalProgress, EvalReport,
-    evaluate, hedging_comparison, markdown,
+    SharedRows, evaluate, hedging_comparison, markdown,
 };
 pub use risk::{
     RiskOutcome, RiskTarget, RiskThreshold, TierRisk, binomial_cdf, calibrate_risk, risk_threshold,

@@ -144,9 +144,40 @@ pub struct EvalReport {
     /// The decision diffs of the shadowed scenario, when candidates were given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowRuns>,
+    /// The answered error against α and the bootstrap (`eval --alpha`), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promise: Option<super::PromiseReport>,
+    /// Rows of the data whose features equal a row of the training data (`eval --train`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_with_train: Option<SharedRows>,
     /// The cascade's tiers, in order (not in the JSON document).
     #[serde(skip)]
     pub tiers: Vec<String>,
+}
+
+/// How much of the evaluated data also occurs in the training data.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedRows {
+    /// The training file.
+    pub train: PathBuf,
+    /// Evaluated rows whose features equal a training row's.
+    pub shared: usize,
+    /// Evaluated rows.
+    pub rows: usize,
+}
+
+impl std::fmt::Display for SharedRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of the {} evaluated rows ({:.1}%) have the same features as a row of {}: the \
+             figures on them measure memory, not generalisation (deduplicate before splitting)",
+            self.shared,
+            self.rows,
+            100.0 * self.shared as f64 / self.rows.max(1) as f64,
+            self.train.display()
+        )
+    }
 }
 
 /// Replays `data` through `config` under every scenario of `options`, then through each tier
@@ -282,6 +313,8 @@ pub async fn evaluate(
         rows_per_s: options.rows_per_s,
         runs: reports,
         shadow: shadow_runs,
+        promise: None,
+        shared_with_train: None,
         tiers: config.tiers.iter().map(|t| t.name.clone()).collect(),
     })
 }
@@ -290,7 +323,11 @@ impl EvalReport {
     /// The Markdown summary: [`markdown`] of the runs, then the first tier's accuracy vs
     /// coverage as its `min_confidence` varies, then the shadow runs' decision diffs.
     pub fn summary(&self) -> String {
-        let mut out = markdown(&self.runs, &self.tiers);
+        let mut out = String::new();
+        if let Some(shared) = &self.shared_with_train {
+            let _ = writeln!(out, "WARNING: {shared}\n");
+        }
+        out.push_str(&markdown(&self.runs, &self.tiers));
         if let (Some(primary), false) = (self.tiers.first(), self.primary_coverage_curve.is_empty())
         {
             let _ = write!(
@@ -318,6 +355,9 @@ impl EvalReport {
                 let _ = write!(out, "{report}");
             }
             out.push_str("```\n");
+        }
+        if let Some(promise) = &self.promise {
+            let _ = write!(out, "\n```\n{promise}```\n");
         }
         out
     }

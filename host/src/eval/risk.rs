@@ -27,8 +27,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::TierEngine;
-use crate::eval::calibrate::load_alone;
-use crate::eval::{EvalError, LabeledRow, run, single_tier_configs};
+use crate::eval::promise::{conformal_thresholds, tier_scores};
+use crate::eval::{EvalError, LabeledRow};
 use crate::guest::TierKind;
 use crate::{Answer, Decision};
 
@@ -294,7 +294,7 @@ pub fn risk_threshold(answers: &[(f64, bool)], reaching: usize, target: RiskTarg
 }
 
 /// (confidence, correct) of `answer` if `tier` answered the row.
-fn scored_one(row: &LabeledRow, answer: &Answer, tier: &str) -> Option<(f64, bool)> {
+pub(super) fn scored_one(row: &LabeledRow, answer: &Answer, tier: &str) -> Option<(f64, bool)> {
     match &answer.decision {
         Decision::Answer {
             label, confidence, ..
@@ -315,58 +315,18 @@ pub async fn calibrate_risk(
     rows: &[LabeledRow],
     target: RiskTarget,
 ) -> Result<Vec<TierRisk>, EvalError> {
-    let mut reaching: Vec<bool> = vec![true; rows.len()];
-    let mut tiers = Vec::with_capacity(config.tiers.len());
-    for ((name, alone), configured) in single_tier_configs(config).into_iter().zip(&config.tiers) {
-        let tier = alone.tiers[0].name.clone();
-        let (replay, kind) = load_alone(engine, &alone).await?;
-        let (_, answers) = run(&name, &replay, rows, "", || {}).await;
-        let scores: Vec<Option<(f64, bool)>> = rows
-            .iter()
-            .zip(&answers)
-            .map(|(row, answer)| scored_one(row, answer, &tier))
-            .collect();
-        let reach_count = reaching.iter().filter(|r| **r).count();
-        let reached: Vec<(f64, bool)> = scores
-            .iter()
-            .zip(&reaching)
-            .filter_map(|(s, r)| if *r { *s } else { None })
-            .collect();
-        let (outcome, keep_from) = if kind == TierKind::Model {
-            let outcome = risk_threshold(&reached, reach_count, target);
-            let keep = match &outcome {
-                RiskOutcome::Guaranteed(t) => Some(t.min_confidence),
-                _ => None,
-            };
-            (outcome, keep)
-        } else {
-            let keep = configured.min_confidence;
-            let kept = reached.iter().filter(|(c, _)| *c >= keep).count();
-            (
-                RiskOutcome::NotAModel {
-                    reaching: reach_count,
-                    kept,
-                },
-                Some(keep),
-            )
-        };
-        if let Some(threshold) = keep_from {
-            for (r, s) in reaching.iter_mut().zip(&scores) {
-                if let Some((confidence, _)) = s
-                    && *confidence >= threshold
-                {
-                    *r = false;
-                }
-            }
-        }
-        tiers.push(TierRisk {
-            tier,
-            kind,
+    let tiers = tier_scores(engine, config, rows).await?;
+    let all: Vec<usize> = (0..rows.len()).collect();
+    Ok(tiers
+        .iter()
+        .zip(conformal_thresholds(&tiers, &all, target))
+        .map(|(tier, (_, outcome))| TierRisk {
+            tier: tier.tier.clone(),
+            kind: tier.kind,
             target,
             outcome,
-        });
-    }
-    Ok(tiers)
+        })
+        .collect())
 }
 
 #[cfg(test)]

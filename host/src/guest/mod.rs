@@ -24,8 +24,17 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod faults;
+#[cfg(feature = "remote")]
+mod http;
 mod types;
 mod wasi;
+
+#[cfg(feature = "remote")]
+pub use http::HttpGrant;
+/// Outbound HTTP grant of a tier (this build has no remote-model support: there is none).
+#[cfg(not(feature = "remote"))]
+#[derive(Debug)]
+pub enum HttpGrant {}
 
 pub use faults::classify;
 use faults::{tier_error, truncate};
@@ -140,6 +149,9 @@ pub struct CallState {
     deadline_at: Instant,
     /// Epoch ticks to wait before checking `deadline_at` again.
     recheck_ticks: u64,
+    /// wasi:http state: what the tier may reach and what it was refused.
+    #[cfg(feature = "remote")]
+    http: http::HttpState,
 }
 
 impl WasiView for CallState {
@@ -147,6 +159,17 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+#[cfg(feature = "remote")]
+impl wasmtime_wasi_http::WasiHttpView for CallState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: &mut self.table,
+            hooks: &mut self.http.hooks,
         }
     }
 }
@@ -188,9 +211,12 @@ impl wit_host::Host for CallState {
     }
 }
 
-/// Links the host imports and capability-free WASI into the linker.
+/// Links the host imports and capability-free WASI into the linker, and wasi:http (every
+/// request checked against the calling tier's `[tier.http]` grant, see [`HttpGrant`]).
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    #[cfg(feature = "remote")]
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     bindings::Tier::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
     frozen_timers(linker)
 }
@@ -205,6 +231,9 @@ pub struct StoreSetup<'a> {
     pub params: &'a Params,
     /// Bytes returned by `model`.
     pub model: &'a Arc<[u8]>,
+    /// Outbound HTTP the tier may use (`[tier.http]`); none when `None`.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub http: Option<&'a Arc<HttpGrant>>,
 }
 
 /// A new store for one tier call (or a warm instance), with the tier's memory limiter and the
@@ -231,6 +260,8 @@ pub fn new_store(engine: &Engine, setup: &StoreSetup<'_>, request_id: &str) -> S
         logs_dropped: 0,
         deadline_at: Instant::now(),
         recheck_ticks: 1,
+        #[cfg(feature = "remote")]
+        http: http::HttpState::new(setup.http.cloned()),
     };
     let mut store = Store::new(engine, state);
     store.set_hostcall_fuel(hostcall_fuel(setup.limits));
@@ -267,9 +298,23 @@ pub fn arm(
     data.limiter.hit = None;
     data.deadline_at = Instant::now() + deadline;
     data.recheck_ticks = 1;
+    #[cfg(feature = "remote")]
+    data.http.arm();
     // Only fails when fuel is disabled, which the engine never does.
     let _ = store.set_fuel(limits.fuel);
     store.set_epoch_deadline(deadline_ticks);
+}
+
+/// What the host refused the current call (an HTTP request outside its grant), if anything:
+/// such a call is failed whatever the tier returned.
+pub fn denied(store: &mut Store<CallState>) -> Option<String> {
+    #[cfg(feature = "remote")]
+    return store.data_mut().http.take_denied();
+    #[cfg(not(feature = "remote"))]
+    {
+        let _ = store;
+        None
+    }
 }
 
 /// Log lines the current call wrote past its budget.
@@ -308,6 +353,7 @@ pub async fn describe(
         limits,
         params: &Params::default(),
         model: &Arc::from(Vec::new()),
+        http: None,
     };
     let mut store = new_store(engine, &setup, "describe");
     arm(&mut store, limits, deadline, deadline_ticks, "describe");

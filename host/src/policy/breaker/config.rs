@@ -11,15 +11,16 @@ pub const COUNTABLE_KINDS: &[&str] = &[
     "stack-overflow",
     "invalid-output",
     "tier-error",
+    "capability-denied",
     "low-confidence",
     "abstained",
     "out-of-distribution",
 ];
 
-/// Default `failure_on`: the faults (the tier broke or was too slow to be useful: `hedged` is
-/// a call cancelled because a hedge answered first), not its judgement (low confidence,
-/// abstained) nor its inputs (out of distribution).
-pub const DEFAULT_FAILURE_ON: &[&str] = COUNTABLE_KINDS.split_at(8).0;
+/// Default `failure_on`: the faults (the tier broke, was too slow to be useful, or reached for
+/// what it was not granted: `hedged` is a call cancelled because a hedge answered first), not
+/// its judgement (low confidence, abstained) nor its inputs (out of distribution).
+pub const DEFAULT_FAILURE_ON: &[&str] = COUNTABLE_KINDS.split_at(9).0;
 
 /// Kind of sliding window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -128,6 +128,8 @@ target/release/tierhost drill --config examples/fraud/cascade.toml \
 target/release/tierhost drill --config examples/phishing/cascade.toml \
     --data examples/phishing/data/test.csv --labels 1=phishing,0=legitimate --rows 30
 
+echo '==> promtool check rules + test rules (deploy/prometheus: the fleet alerts and their unit tests)'
+(cd deploy/prometheus && promtool check rules rules.yml && promtool test rules rules.test.yml)
 echo '==> benchmark smoke run (checks the bench program still works; README figures come from cargo bench)'
 cargo bench --bench sandbox -- --smoke
 

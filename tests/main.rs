@@ -12,6 +12,7 @@ mod cascade;
 mod cli;
 mod config_identity;
 mod containment;
+mod deploy;
 mod embedding;
 mod escalation;
 mod escalation_durability;

@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Json;
 use axum::routing::post;
@@ -25,6 +25,9 @@ use tierhost::{Cascade, Config, Decision, EngineConfig, Request, TierEngine};
 
 mod machine;
 mod support;
+mod timing;
+
+use timing::{stats, us};
 
 /// The fraud model of the test fixture: p = sigmoid(0.004 amount - 2 trusted + 0.8 new - 3).
 async fn infer(Json(body): Json<Value>) -> Json<Value> {
@@ -42,26 +45,6 @@ async fn infer(Json(body): Json<Value>) -> Json<Value> {
         "id": body["id"],
         "outputs": [{"name": "probability", "shape": [1, 1], "datatype": "FP64", "data": [p]}],
     }))
-}
-
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-    Stats {
-        p50: at(0.5),
-        p99: at(0.99),
-        mean: samples.iter().sum::<Duration>() / samples.len() as u32,
-    }
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e6)
 }
 
 fn main() {

@@ -32,8 +32,10 @@ mod machine;
 #[cfg(feature = "native-onnx")]
 mod onnx_native;
 mod support;
+mod timing;
 
 use common::{config, variant_of};
+use timing::{Stats, stats, us};
 
 #[path = "../plugins/trees/src/logic.rs"]
 #[allow(dead_code)]
@@ -85,23 +87,6 @@ fn native_rules(req: &Request, params: &RuleParams) -> Option<rules_logic::Verdi
     Some(rules_logic::evaluate(&tx, params))
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    Stats {
-        p50: pick(0.50),
-        p99: pick(0.99),
-        mean,
-    }
-}
-
 /// Times `f` `iterations` times after `warmup` untimed calls.
 fn time_sync<R>(warmup: usize, iterations: usize, mut f: impl FnMut() -> R) -> Stats {
     let mut samples = Vec::with_capacity(iterations);
@@ -113,10 +98,6 @@ fn time_sync<R>(warmup: usize, iterations: usize, mut f: impl FnMut() -> R) -> S
         }
     }
     stats(samples)
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.2}", d.as_nanos() as f64 / 1000.0)
 }
 
 const RULES_FRESH: &str = "[[tier]]\nname = \"rules\"\nplugin = \"builtin:rules\"\n";

@@ -55,12 +55,7 @@ impl Tier for KServe {
         if url.is_empty() {
             return Err(TierError::BadParams("`url` is required".into()));
         }
-        let names: Vec<&str> = params
-            .text_or("features", "")?
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .collect();
+        let names = comma_list(&params, "features")?;
         if names.is_empty() {
             return Err(TierError::BadParams(
                 "`features` must list the model's inputs".into(),
@@ -118,12 +113,7 @@ impl Tier for KServe {
             ))
         })?;
         let model_reason = format!("model server {}", output.name);
-        let labels: Vec<&str> = params
-            .text_or("labels", "")?
-            .split(',')
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
+        let labels = comma_list(&params, "labels")?;
         let prediction = if labels.is_empty() {
             let [p] = output.data[..] else {
                 return Err(TierError::Internal(format!(
@@ -159,6 +149,16 @@ impl Tier for KServe {
         };
         Ok(Outcome::answer(prediction))
     }
+}
+
+/// The non-empty, trimmed items of a comma-separated text param (none when it is unset).
+fn comma_list<'a>(params: &'a Params, name: &str) -> Result<Vec<&'a str>, TierError> {
+    Ok(params
+        .text_or(name, "")?
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect())
 }
 
 /// POSTs `body` as JSON to `url` and returns the status and at most `max_bytes` of the

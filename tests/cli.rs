@@ -339,6 +339,19 @@ fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alph
     }
     let (code, stdout, stderr) = tierhost(&["check", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
+    // check shows how each threshold was chosen.
+    for (name, _) in &chosen {
+        assert!(
+            stdout.contains(&format!(
+                "calibration: tier \"{name}\" min_confidence calibrated "
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("--method conformal --alpha 0.04"),
+        "{stdout}"
+    );
 }
 
 /// A valid component whose one core function has `n` instructions: cheap to write, slow to

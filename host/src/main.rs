@@ -117,6 +117,12 @@ async fn check(path: &Path) -> Result<ExitCode> {
     let cascade = Cascade::load(&config).await?;
     let errors = cascade.load_errors();
     print!("{}", cascade.summary(path));
+    // How each threshold was chosen, as `calibrate --write` recorded it beside the value.
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for (tier, note) in eval::calibration_notes(&text) {
+            println!("  calibration: tier \"{tier}\" min_confidence {note}");
+        }
+    }
     // The reload gate, as a reload would run it, and what it shows of the allowlists.
     let mut samples_failed = false;
     if errors.is_empty()

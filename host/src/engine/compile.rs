@@ -19,7 +19,13 @@ pub(super) fn compiler_exe() -> Option<PathBuf> {
     (exe.file_stem()? == "tierhost").then_some(exe)
 }
 
-/// Extra wall-clock time a compile child gets beyond its CPU limit (a loaded machine).
+/// Wall-clock time a compile child gets: this many times its CPU limit, plus
+/// [`COMPILE_WALL_SLACK`]. The CPU limit is what stops a pathological plugin; the wall bound
+/// only catches a child that stops using CPU, and must not refuse a healthy compile that a busy
+/// host (a reload while every core serves requests, a test run beside other builds) gives a
+/// fraction of a core.
+const COMPILE_WALL_FACTOR: u32 = 4;
+/// Extra wall-clock time a compile child gets beyond [`COMPILE_WALL_FACTOR`] times its CPU limit.
 const COMPILE_WALL_SLACK: Duration = Duration::from_secs(30);
 impl TierEngine {
     /// Compiles a component, or returns it from the in-memory or disk cache. Keyed by the
@@ -79,7 +85,8 @@ impl TierEngine {
 
     /// Compiles `wasm` in a child process (`<exe> compile-component`) limited to
     /// `compile_timeout_s` of CPU and `compile_max_memory_mib` of memory, killed if it runs
-    /// past the CPU limit plus [`COMPILE_WALL_SLACK`] of wall time, and loads the artifact it
+    /// past [`COMPILE_WALL_FACTOR`] times the CPU limit plus [`COMPILE_WALL_SLACK`] of wall
+    /// time, and loads the artifact it
     /// wrote into a private directory of this user.
     pub(super) fn compile_in_child(
         &self,
@@ -125,7 +132,8 @@ impl TierEngine {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        let wall = Duration::from_secs(limits.compile_timeout_s) + COMPILE_WALL_SLACK;
+        let wall = Duration::from_secs(limits.compile_timeout_s) * COMPILE_WALL_FACTOR
+            + COMPILE_WALL_SLACK;
         let result = match rx.recv_timeout(wall) {
             Ok(result) => result,
             Err(_) => {

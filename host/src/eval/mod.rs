@@ -55,7 +55,7 @@ pub use score::{
     summarize,
 };
 pub use shadow::{MAX_DISAGREEMENTS, ShadowCandidates, ShadowRuns};
-pub use write::write_thresholds;
+pub use write::{calibration_notes, write_thresholds};
 
 use crate::answer::Answer;
 use crate::cascade::Cascade;

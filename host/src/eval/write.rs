@@ -49,6 +49,34 @@ pub fn write_thresholds(
     Ok(doc.to_string())
 }
 
+/// The calibration notes `--write` left in `config`: `(tier, note)` for each `[[tier]]` whose
+/// `min_confidence` carries one (what `tierhost check` shows). Text that is not TOML has none.
+pub fn calibration_notes(config: &str) -> Vec<(String, String)> {
+    let Ok(doc) = config.parse::<DocumentMut>() else {
+        return Vec::new();
+    };
+    let Some(tiers) = doc.get("tier").and_then(Item::as_array_of_tables) else {
+        return Vec::new();
+    };
+    tiers
+        .iter()
+        .filter_map(|t| {
+            let name = t.get("name")?.as_str()?;
+            let suffix = t
+                .get("min_confidence")?
+                .as_value()?
+                .decor()
+                .suffix()?
+                .as_str()?;
+            let note = suffix
+                .split('#')
+                .map(str::trim)
+                .find(|c| c.starts_with("calibrated"))?;
+            Some((name.to_string(), note.to_string()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +127,17 @@ deadline_ms = 5
         assert!(
             !again.contains("calibrated: conformal\n[tier.limits]"),
             "{again}"
+        );
+        assert_eq!(
+            calibration_notes(&again),
+            vec![
+                ("primary".to_string(), "calibrated: conformal".to_string()),
+                ("small".to_string(), "calibrated: again".to_string())
+            ]
+        );
+        assert!(
+            calibration_notes(CONFIG).is_empty(),
+            "a user's comment is not a note"
         );
         let parsed: toml::Table = toml::from_str(&again).unwrap();
         assert_eq!(parsed["tier"][1]["min_confidence"].as_float(), Some(0.95));

@@ -161,8 +161,12 @@ impl WasiHttpHooks for HttpHooks {
         let grant = match self.check(&request) {
             Ok(grant) => grant,
             Err(why) => {
-                tracing::warn!(target: "tierhost::tier", "{why}");
-                self.denied.get_or_insert(why);
+                // The first refusal of a call is logged and fails it; a tier retrying in a loop
+                // adds nothing more (no log flood).
+                if self.denied.is_none() {
+                    tracing::warn!(target: "tierhost::tier", "{why}");
+                    self.denied = Some(why);
+                }
                 return Box::new(async { Err(HttpError::HttpRequestDenied) });
             }
         };

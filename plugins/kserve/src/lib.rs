@@ -198,22 +198,19 @@ fn post_json(url: &str, body: &str, max_bytes: usize) -> Result<(u16, Vec<u8>), 
     let outgoing = request.body().map_err(|()| failed("no request body"))?;
     let future = outgoing_handler::handle(request, None)
         .map_err(|code| failed(&format!("refused: {}", error_code(&code))))?;
-    {
-        let stream = outgoing.write().map_err(|()| failed("no body stream"))?;
-        for chunk in body.as_bytes().chunks(WRITE_CHUNK) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| failed(&format!("writing the request: {}", stream_error(e))))?;
-        }
-    }
-    OutgoingBody::finish(outgoing, None)
-        .map_err(|code| failed(&format!("finishing the request: {}", error_code(&code))))?;
+    // When the send fails (nobody listening, refused by the host), the body stream closes
+    // under the writer: the response future then holds the reason, which says more than
+    // "stream closed", so it is read before a write error is reported.
+    let written = write_body(&outgoing, body);
+    let finished = OutgoingBody::finish(outgoing, None);
     future.subscribe().block();
     let response = match future.get() {
         Some(Ok(Ok(response))) => response,
         Some(Ok(Err(code))) => return Err(failed(&error_code(&code))),
         Some(Err(())) | None => return Err(failed("no response")),
     };
+    written.map_err(|e| failed(&format!("writing the request: {e}")))?;
+    finished.map_err(|code| failed(&format!("finishing the request: {}", error_code(&code))))?;
     let status = response.status();
     let incoming = response
         .consume()
@@ -221,6 +218,18 @@ fn post_json(url: &str, body: &str, max_bytes: usize) -> Result<(u16, Vec<u8>), 
     let bytes = read_body(&incoming, max_bytes).map_err(|e| failed(&e))?;
     drop(incoming);
     Ok((status, bytes))
+}
+
+fn write_body(outgoing: &OutgoingBody, body: &str) -> Result<(), String> {
+    let stream = outgoing
+        .write()
+        .map_err(|()| "no body stream".to_string())?;
+    for chunk in body.as_bytes().chunks(WRITE_CHUNK) {
+        stream
+            .blocking_write_and_flush(chunk)
+            .map_err(stream_error)?;
+    }
+    Ok(())
 }
 
 fn read_body(body: &IncomingBody, max_bytes: usize) -> Result<Vec<u8>, String> {

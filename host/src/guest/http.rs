@@ -217,3 +217,57 @@ fn client_error(error: hyper_util::client::legacy::Error) -> HttpError {
     }
     HttpError::InternalError(Some(error.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+
+    fn request(uri: &str) -> http::Request<WasiBody> {
+        http::Request::post(uri)
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .unwrap()
+    }
+
+    fn hooks(config: Option<HttpConfig>) -> HttpHooks {
+        HttpState::new(config.map(|c| Arc::new(HttpGrant::new(&c)))).hooks
+    }
+
+    #[test]
+    fn max_requests_is_tripped_per_call_and_reset_by_arm() {
+        let mut config = HttpConfig::allow(["http://127.0.0.1:9000/v2/models/fraud"]);
+        config.max_requests = 2;
+        let mut state = HttpState::new(Some(Arc::new(HttpGrant::new(&config))));
+        let url = "http://127.0.0.1:9000/v2/models/fraud/infer";
+        assert!(state.hooks.check(&request(url)).is_ok());
+        assert!(state.hooks.check(&request(url)).is_ok());
+        let third = state.hooks.check(&request(url)).unwrap_err();
+        assert!(third.contains("max_requests = 2"), "{third}");
+        // The next call starts counting again.
+        state.arm();
+        assert!(state.hooks.check(&request(url)).is_ok());
+    }
+
+    #[test]
+    fn no_grant_and_unlisted_urls_are_refused_with_the_url() {
+        let error = hooks(None)
+            .check(&request("http://127.0.0.1:9000/x"))
+            .unwrap_err();
+        assert!(error.contains("no [tier.http] grant"), "{error}");
+        let mut granted = hooks(Some(HttpConfig::allow(["http://127.0.0.1:9000/v2"])));
+        let error = granted
+            .check(&request("http://127.0.0.1:9001/v2/x"))
+            .unwrap_err();
+        assert!(
+            error.contains("http://127.0.0.1:9001/v2/x") && error.contains("not under"),
+            "{error}"
+        );
+        // A refused request does not use up the call's allowance.
+        assert_eq!(granted.sent, 0);
+    }
+}

@@ -11,10 +11,9 @@ use tract_onnx::prelude::*;
 /// The input columns, as in the phishing cascade's `small-model` tier.
 pub const FEATURES: &[&str] = &[
     "empty_server_form_handler",
-    "https",
     "popup_window",
+    "https",
     "request_from_other_domain",
-    "anchor_from_other_domain",
 ];
 
 /// An optimised, runnable plan for the model.

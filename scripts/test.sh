@@ -122,11 +122,13 @@ cargo run --release --example embed
 
 # Fire drills on the example cascades: every fault kind injected into every tier; exits
 # non-zero on any gap (a wrong reason, a request over budget, a fallback no sample exercises).
-echo "==> tierhost drill (examples/fraud, examples/phishing)"
+echo "==> tierhost drill (examples/fraud, examples/phishing, examples/breast-cancer)"
 target/release/tierhost drill --config examples/fraud/cascade.toml \
     --samples examples/fraud/requests.jsonl
 target/release/tierhost drill --config examples/phishing/cascade.toml \
     --data examples/phishing/data/test.csv --labels 1=phishing,0=legitimate --rows 30
+target/release/tierhost drill --config examples/breast-cancer/cascade.toml \
+    --data examples/breast-cancer/data/test.csv --labels 1=malignant,0=benign --rows 114
 
 echo '==> promtool check rules + test rules (deploy/prometheus: the fleet alerts and their unit tests)'
 (cd deploy/prometheus && promtool check rules rules.yml && promtool test rules rules.test.yml)

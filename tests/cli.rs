@@ -161,7 +161,7 @@ fn eval_prints_json_and_rejects_bad_arguments_clearly() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(doc["rows"], 250);
+    assert_eq!(doc["rows"], 133);
     assert_eq!(doc["runs"][0]["name"], "normal");
     assert_eq!(
         doc["runs"].as_array().unwrap().len(),
@@ -243,10 +243,10 @@ fn calibrate_prints_toml_lines_and_exits_3_when_a_target_is_out_of_reach() {
 }
 
 /// `calibrate --method conformal --write` on the phishing example: Learn-then-Test thresholds
-/// for the two model tiers in cascade order, written into a copy of the config with every
-/// comment and every other line unchanged; the written config loads and carries the note. An
-/// alpha below what 250 validation rows support is refused, with the count or bound, and
-/// nothing is written.
+/// in cascade order, written into a copy of the config with every comment and every other line
+/// unchanged (only the certified tier's threshold); the written config loads and carries the
+/// note. An alpha below what 132 validation rows support is refused, with the count or bound,
+/// and nothing is written.
 #[test]
 fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alpha() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -280,7 +280,7 @@ fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alph
         tierhost(&args)
     };
 
-    // Impossible: 0.001 needs ~2300 answered rows with no error; there are 250 rows.
+    // Impossible: 0.001 needs ~2300 answered rows with no error; there are 132 rows.
     let (code, stdout, stderr) = calibrate("0.001", true);
     assert_eq!(code, 3, "{stdout}{stderr}");
     assert!(stdout.contains("too few rows for alpha 0.001"), "{stdout}");
@@ -292,8 +292,11 @@ fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alph
         "nothing written"
     );
 
-    let (code, stdout, stderr) = calibrate("0.04", true);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    // 0.05: the primary gets a certified threshold; the small model, on the rows the primary
+    // leaves it, cannot be certified. The primary's threshold is written, the small model's
+    // stays as it was, and the exit status says not every tier was certified.
+    let (code, stdout, stderr) = calibrate("0.05", true);
+    assert_eq!(code, 3, "{stdout}{stderr}");
     assert_no_panic(&stderr);
     let chosen: Vec<(String, f64)> = stdout
         .lines()
@@ -308,50 +311,90 @@ fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alph
             Some((name.to_string(), value.parse().ok()?))
         })
         .collect();
-    assert_eq!(chosen.len(), 2, "two model tiers: {stdout}");
+    assert_eq!(chosen.len(), 1, "only the primary is certified: {stdout}");
+    assert_eq!(chosen[0].0, "primary");
     assert!(
         stdout.contains("with probability >= 0.9 (Learn-then-Test)"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("# tier \"small-model\": infeasible at alpha 0.05"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("writing only the tiers that got a threshold"),
+        "{stderr}"
+    );
     let written = std::fs::read_to_string(&config).unwrap();
-    // Every line but the two thresholds is unchanged, comments included.
+    // Every line but the primary's threshold is unchanged, comments included.
     let (old_lines, new_lines): (Vec<&str>, Vec<&str>) =
         (text.lines().collect(), written.lines().collect());
     assert_eq!(old_lines.len(), new_lines.len(), "{written}");
-    let changed: Vec<(&str, &str)> = old_lines
-        .iter()
-        .zip(&new_lines)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| (*a, *b))
-        .collect();
-    assert_eq!(changed.len(), 2, "{changed:#?}");
-    for ((old, new), (_, value)) in changed.iter().zip(&chosen) {
+    for (old, new) in old_lines.iter().zip(&new_lines).filter(|(a, b)| a != b) {
         assert!(old.starts_with("min_confidence = "), "{old}");
         assert!(
-            new.starts_with(&format!("min_confidence = {value}")),
-            "{new} vs {value}"
-        );
-        assert!(
-            new.contains("calibrated ")
-                && new.contains("--method conformal --alpha 0.04 --delta 0.1 on validation.csv (250 rows, sha256 "),
+            new.starts_with(&format!("min_confidence = {}", chosen[0].1))
+                && new.contains("--method conformal --alpha 0.05 --delta 0.1 on validation.csv (132 rows, sha256 "),
             "{new}"
         );
     }
+    let before: toml::Table = toml::from_str(&text).unwrap();
+    let after: toml::Table = toml::from_str(&written).unwrap();
+    let threshold = |doc: &toml::Table, i: usize| doc["tier"][i]["min_confidence"].as_float();
+    assert_eq!(threshold(&after, 0), Some(chosen[0].1));
+    assert_eq!(
+        threshold(&after, 1),
+        threshold(&before, 1),
+        "the small model's stays"
+    );
     let (code, stdout, stderr) = tierhost(&["check", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    // check shows how each threshold was chosen.
-    for (name, _) in &chosen {
-        assert!(
-            stdout.contains(&format!(
-                "calibration: tier \"{name}\" min_confidence calibrated "
-            )),
-            "{stdout}"
-        );
-    }
+    // check shows how the threshold was chosen.
     assert!(
-        stdout.contains("--method conformal --alpha 0.04"),
+        stdout.contains("calibration: tier \"primary\" min_confidence calibrated "),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("--method conformal --alpha 0.05"),
+        "{stdout}"
+    );
+    // The small model's earlier note (the example's, from `--scope alone`) is untouched.
+    assert!(
+        stdout.contains("calibration: tier \"small-model\" min_confidence calibrated ")
+            && stdout.contains("--scope alone"),
+        "{stdout}"
+    );
+
+    // --scope alone: each model tier on every row (the guarantee while the tiers before it
+    // are down). The small model, on all 132 rows, gets a certified threshold too.
+    let (code, stdout, stderr) = tierhost(&[
+        "calibrate",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        &data,
+        "--labels",
+        "1=phishing,0=legitimate",
+        "--method",
+        "conformal",
+        "--alpha",
+        "0.05",
+        "--scope",
+        "alone",
+        "--write",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("[[tier]] name = \"small-model\": min_confidence = ")
+            && stdout.contains("on the 132 rows reaching it"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("# wrote 2 threshold(s)"), "{stdout}");
+    let written: toml::Table = toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    for i in 0..2 {
+        let t = written["tier"][i]["min_confidence"].as_float().unwrap();
+        assert!(t > 0.5 && t <= 1.0, "{t}");
+    }
 }
 
 /// A valid component whose one core function has `n` instructions: cheap to write, slow to
@@ -832,7 +875,8 @@ fn eval_shadow_prints_the_decision_diff_of_candidates_on_the_phishing_data() {
 
 /// `eval --alpha --bootstrap --train` on the phishing example: the answered error of each tier
 /// with its interval and verdict, the bootstrap of the conformal calibration, and the rows the
-/// test split shares with the training split (149 of 250, counted independently here).
+/// test split shares with the training split (none: the split is by feature vector; counted
+/// independently here).
 #[test]
 fn eval_checks_the_risk_promise_and_counts_rows_shared_with_training() {
     use tierhost::eval::{parse_labels, read_labeled_csv};
@@ -874,18 +918,44 @@ fn eval_checks_the_risk_promise_and_counts_rows_shared_with_training() {
         .iter()
         .filter(|f| train_set.contains(*f))
         .count();
-    assert!(expected > 0, "the phishing split shares rows with training");
+    // The example's split is deduplicated by feature vector: nothing shared, nothing to warn.
+    assert_eq!(
+        expected, 0,
+        "the phishing split shares no row with training"
+    );
     assert_eq!(doc["shared_with_train"]["shared"], expected);
+    assert!(!stderr.contains("have the same features"), "{stderr}");
+    // Evaluated against itself as "training" data, every row is shared, and it says so.
+    let (code, stdout, stderr) = tierhost(&[
+        "eval",
+        "--config",
+        &phishing("cascade.toml"),
+        "--data",
+        &test,
+        "--labels",
+        labels,
+        "--scenario",
+        "normal",
+        "--train",
+        &test,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let itself: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = features_of(&test).len();
+    assert_eq!(itself["shared_with_train"]["shared"], rows);
     assert!(
-        stderr.contains("have the same features as a row of"),
+        stderr.contains(&format!(
+            "{rows} of the {rows} evaluated rows (100.0%) have the same features as a row of"
+        )),
         "{stderr}"
     );
 
     let promise = &doc["promise"];
-    assert_eq!(promise["rows"], 250);
+    assert_eq!(promise["rows"], rows);
     let answered = promise["answered"].as_array().unwrap();
     assert_eq!(answered.len(), 3, "every tier of the cascade");
-    let mut reaching = 250;
+    let mut reaching = rows;
     for tier in answered {
         // The walk: each tier sees what the tiers before it did not keep.
         assert_eq!(tier["reaching"], reaching, "{tier}");

@@ -252,6 +252,11 @@ pub(crate) struct EvalArgs {
     /// Seed of the bootstrap splits.
     #[arg(long, default_value_t = 0, requires = "alpha")]
     pub(crate) seed: u64,
+    /// With --alpha: the rows each tier is judged (and, with --bootstrap, calibrated) on:
+    /// `cascade` (in cascade order, the rows no earlier tier kept: every tier healthy) or
+    /// `alone` (every row: the tiers before it down, so it serves all the traffic).
+    #[arg(long, default_value = "cascade", requires = "alpha")]
+    pub(crate) scope: RiskScope,
     /// The training data (CSV, same columns): warn with the count of evaluated rows whose
     /// features equal a training row's (figures on them measure memory, not generalisation).
     #[arg(long, value_name = "FILE")]
@@ -277,11 +282,33 @@ pub(crate) struct CalibrateArgs {
     /// `conformal`: the largest acceptable probability that the guarantee fails, in (0, 1).
     #[arg(long, default_value_t = 0.1)]
     pub(crate) delta: f64,
+    /// `conformal`: the rows each model tier is calibrated on: `cascade` (in cascade order,
+    /// the rows no earlier tier kept: the guarantee while every tier before it is healthy) or
+    /// `alone` (every row: the guarantee while the tiers before it are down and it serves all
+    /// the traffic).
+    #[arg(long, default_value = "cascade")]
+    pub(crate) scope: RiskScope,
     /// Write the thresholds into the config file in place (comments and layout kept; each
-    /// value gets a comment saying how it was chosen, on which data, when). Nothing is written
-    /// unless every model tier got a threshold.
+    /// value gets a comment saying how it was chosen, on which data, when). Only the tiers
+    /// that got a threshold are written (the others keep theirs, and the exit status is 3);
+    /// nothing is written when no model tier got one.
     #[arg(long)]
     pub(crate) write: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RiskScope {
+    Cascade,
+    Alone,
+}
+
+impl From<RiskScope> for tierhost::eval::Scope {
+    fn from(scope: RiskScope) -> Self {
+        match scope {
+            RiskScope::Cascade => Self::Cascade,
+            RiskScope::Alone => Self::Alone,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

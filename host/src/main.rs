@@ -596,6 +596,7 @@ async fn eval(args: EvalArgs) -> Result<ExitCode> {
         report.promise = Some(eval::check_promise(
             &tiers,
             target,
+            args.scope.into(),
             args.bootstrap,
             args.seed,
         ));
@@ -682,7 +683,15 @@ async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
                 "--target-accuracy is for --method empirical (conformal takes --alpha, --delta)"
             );
             eval::RiskTarget::new(alpha, args.delta)?;
-            format!("--method conformal --alpha {alpha} --delta {}", args.delta)
+            match args.scope {
+                cli::RiskScope::Cascade => {
+                    format!("--method conformal --alpha {alpha} --delta {}", args.delta)
+                }
+                cli::RiskScope::Alone => format!(
+                    "--method conformal --alpha {alpha} --delta {} --scope alone",
+                    args.delta
+                ),
+            }
         }
     };
     let (config, _, data) = args.input.load()?;
@@ -712,7 +721,9 @@ async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
         }
         cli::CalibrationMethod::Conformal => {
             let target = eval::RiskTarget::new(args.alpha.unwrap_or(0.0), args.delta)?;
-            let tiers = eval::calibrate_risk(&engine, &config, &data.rows, target).await?;
+            let tiers =
+                eval::calibrate_risk(&engine, &config, &data.rows, target, args.scope.into())
+                    .await?;
             (
                 tiers.iter().map(ToString::to_string).collect(),
                 tiers
@@ -727,12 +738,19 @@ async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
         println!("{line}");
     }
     if args.write {
-        if !reached {
+        if thresholds.is_empty() {
             eprintln!(
-                "error: not writing {}: a model tier got no threshold (see above)",
+                "error: not writing {}: no model tier got a threshold (see above)",
                 args.input.config.display()
             );
             return Ok(ExitCode::from(3));
+        }
+        if !reached {
+            // The certified thresholds are still worth having; the others keep their values.
+            eprintln!(
+                "warning: writing only the tiers that got a threshold; the others keep their \
+                 min_confidence unchanged (uncertified, see above)"
+            );
         }
         let path = &args.input.config;
         let text = std::fs::read_to_string(path)
@@ -768,7 +786,8 @@ async fn calibrate(args: CalibrateArgs) -> Result<ExitCode> {
             path.display()
         );
     }
-    // Exit 3: a target no threshold reaches on this data.
+    // Exit 3: a target no threshold reaches on this data (with --write, the tiers that got a
+    // threshold were still written).
     Ok(if reached {
         ExitCode::SUCCESS
     } else {

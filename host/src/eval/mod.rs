@@ -35,7 +35,7 @@ use std::time::Duration;
 pub use calibrate::{Calibration, CalibrationOutcome, TierCalibration, calibrate, calibrate_tiers};
 pub use data::{Dataset, LabeledRow, parse_labels, read_labeled_csv};
 pub use promise::{
-    AnsweredError, BootstrapTier, PromiseReport, TierScores, Verdict, check_promise,
+    AnsweredError, BootstrapTier, PromiseReport, Scope, TierScores, Verdict, check_promise,
     clopper_pearson, shared_rows, tier_scores,
 };
 pub use report::{

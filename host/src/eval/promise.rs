@@ -28,6 +28,40 @@ use crate::eval::{EvalError, LabeledRow, run, single_tier_configs};
 use crate::guest::TierKind;
 use crate::request::FeatureValue;
 
+/// Which rows each tier is calibrated and measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// In cascade order, each tier on the rows that no earlier tier kept: what a tier sees
+    /// while every tier before it is healthy.
+    #[default]
+    Cascade,
+    /// Each tier on every row: what a fallback tier sees while the tiers before it are down
+    /// (breaker open, deadline, trap), when it serves all the traffic.
+    Alone,
+}
+
+impl Scope {
+    /// The rows tier `i` sees next: with `Cascade`, what is left of `reaching`; with `Alone`,
+    /// all of `rows` again.
+    fn next<'a>(self, reaching: &'a mut Vec<usize>, rows: &[usize]) -> &'a mut Vec<usize> {
+        if self == Scope::Alone {
+            reaching.clear();
+            reaching.extend_from_slice(rows);
+        }
+        reaching
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scope::Cascade => "cascade",
+            Scope::Alone => "alone",
+        })
+    }
+}
+
 /// One tier's answers when it runs alone over every row: `(confidence, correct)` per row it
 /// answered, `None` where it did not.
 #[derive(Debug, Clone)]
@@ -69,16 +103,19 @@ pub async fn tier_scores(
 }
 
 /// The cascade walk over the rows `rows` (indices): tier `i` keeps the rows that reach it and
-/// that it answered with confidence at least `thresholds[i]` (`None`: it keeps nothing). Per
-/// tier: (rows reaching it, kept, wrong among kept).
+/// that it answered with confidence at least `thresholds[i]` (`None`: it keeps nothing); with
+/// [`Scope::Alone`] every tier sees all of `rows`. Per tier: (rows reaching it, kept, wrong
+/// among kept).
 pub fn walk(
     tiers: &[TierScores],
     rows: &[usize],
     thresholds: &[Option<f64>],
+    scope: Scope,
 ) -> Vec<(usize, usize, usize)> {
     let mut reaching: Vec<usize> = rows.to_vec();
     let mut out = Vec::with_capacity(tiers.len());
     for (tier, threshold) in tiers.iter().zip(thresholds) {
+        let reaching = scope.next(&mut reaching, rows);
         let (mut kept, mut errors) = (0, 0);
         let before = reaching.len();
         reaching.retain(|&r| match (tier.scores[r], threshold) {
@@ -94,16 +131,19 @@ pub fn walk(
     out
 }
 
-/// Learn-then-Test thresholds in cascade order on the rows `rows`: a model tier gets its
-/// certified threshold (or keeps nothing without one), any other tier its configured one.
+/// Learn-then-Test thresholds in cascade order on the rows `rows` (each tier on all of them
+/// with [`Scope::Alone`]): a model tier gets its certified threshold (or keeps nothing without
+/// one), any other tier its configured one.
 pub fn conformal_thresholds(
     tiers: &[TierScores],
     rows: &[usize],
     target: RiskTarget,
+    scope: Scope,
 ) -> Vec<(Option<f64>, RiskOutcome)> {
     let mut reaching: Vec<usize> = rows.to_vec();
     let mut out = Vec::with_capacity(tiers.len());
     for tier in tiers {
+        let reaching = scope.next(&mut reaching, rows);
         let answers: Vec<(f64, bool)> = reaching.iter().filter_map(|&r| tier.scores[r]).collect();
         let (threshold, outcome) = if tier.kind == TierKind::Model {
             let outcome = risk_threshold(&answers, reaching.len(), target);
@@ -218,6 +258,8 @@ pub struct BootstrapTier {
 pub struct PromiseReport {
     /// α and δ.
     pub target: RiskTarget,
+    /// The rows each tier was measured on.
+    pub scope: Scope,
     /// Rows evaluated.
     pub rows: usize,
     /// Per tier, at the configured thresholds.
@@ -233,6 +275,7 @@ pub struct PromiseReport {
 pub fn check_promise(
     tiers: &[TierScores],
     target: RiskTarget,
+    scope: Scope,
     splits: usize,
     seed: u64,
 ) -> PromiseReport {
@@ -241,7 +284,7 @@ pub fn check_promise(
     let configured: Vec<Option<f64>> = tiers.iter().map(|t| Some(t.configured)).collect();
     let answered = tiers
         .iter()
-        .zip(walk(tiers, &all, &configured))
+        .zip(walk(tiers, &all, &configured, scope))
         .map(|(tier, (reaching, kept, errors))| {
             let interval = clopper_pearson(errors, kept, target.delta);
             let verdict = if kept == 0 {
@@ -279,11 +322,13 @@ pub fn check_promise(
             order.swap(i, j);
         }
         let (calibration, test) = order.split_at(order.len() / 2);
-        let thresholds: Vec<Option<f64>> = conformal_thresholds(tiers, calibration, target)
+        let thresholds: Vec<Option<f64>> = conformal_thresholds(tiers, calibration, target, scope)
             .into_iter()
             .map(|(t, _)| t)
             .collect();
-        for (i, (reaching, kept, errors)) in walk(tiers, test, &thresholds).into_iter().enumerate()
+        for (i, (reaching, kept, errors)) in walk(tiers, test, &thresholds, scope)
+            .into_iter()
+            .enumerate()
         {
             if !models.contains(&i) || thresholds[i].is_none() {
                 continue;
@@ -330,6 +375,7 @@ pub fn check_promise(
     };
     PromiseReport {
         target,
+        scope,
         rows: n,
         answered,
         splits,
@@ -342,9 +388,13 @@ impl fmt::Display for PromiseReport {
         let RiskTarget { alpha, delta } = self.target;
         writeln!(
             f,
-            "answered error at the configured thresholds (each tier alone over the {} rows, \
-             walked in cascade order; {:.0}% Clopper-Pearson interval, alpha {alpha}):",
+            "answered error at the configured thresholds (each tier alone over the {} rows, {}; \
+             {:.0}% Clopper-Pearson interval, alpha {alpha}):",
             self.rows,
+            match self.scope {
+                Scope::Cascade => "walked in cascade order",
+                Scope::Alone => "each on every row: --scope alone",
+            },
             100.0 * (1.0 - delta)
         )?;
         writeln!(
@@ -383,9 +433,10 @@ impl fmt::Display for PromiseReport {
             writeln!(
                 f,
                 "bootstrap: {} random halvings; calibrate --method conformal (alpha {alpha}, \
-                 delta {delta}) on one half, measure on the other (the promise: error <= alpha \
-                 in >= {:.0}% of calibrations):",
+                 delta {delta}, scope {}) on one half, measure on the other (the promise: error \
+                 <= alpha in >= {:.0}% of calibrations):",
                 self.splits,
+                self.scope,
                 100.0 * (1.0 - delta)
             )?;
             for b in &self.bootstrap {
@@ -493,6 +544,48 @@ mod tests {
         );
     }
 
+    /// `Scope::Cascade` hands the second tier only what the first did not keep; `Scope::Alone`
+    /// hands it every row, in the walk and in the calibration.
+    #[test]
+    fn the_scope_decides_which_rows_a_later_tier_sees() {
+        let tier = |name: &str, scores: Vec<Option<(f64, bool)>>| TierScores {
+            tier: name.into(),
+            kind: TierKind::Model,
+            configured: 0.5,
+            scores,
+        };
+        // 100 rows: the first tier is sure and right on rows 0..60, unsure on the rest; the
+        // second is sure and right everywhere.
+        let first = tier(
+            "first",
+            (0..100)
+                .map(|i| Some(if i < 60 { (0.99, true) } else { (0.1, false) }))
+                .collect(),
+        );
+        let second = tier("second", vec![Some((0.95, true)); 100]);
+        let tiers = [first, second];
+        let all: Vec<usize> = (0..100).collect();
+        let thresholds = [Some(0.5), Some(0.5)];
+        assert_eq!(
+            walk(&tiers, &all, &thresholds, Scope::Cascade),
+            vec![(100, 60, 0), (40, 40, 0)]
+        );
+        assert_eq!(
+            walk(&tiers, &all, &thresholds, Scope::Alone),
+            vec![(100, 60, 0), (100, 100, 0)]
+        );
+        let target = RiskTarget::new(0.05, 0.1).unwrap();
+        // 40 rows reach the second tier in the cascade: fewer than the 45 a certificate needs.
+        let cascade = conformal_thresholds(&tiers, &all, target, Scope::Cascade);
+        assert!(
+            matches!(cascade[1].1, RiskOutcome::TooFewRows { reaching: 40, .. }),
+            "{:?}",
+            cascade[1].1
+        );
+        let alone = conformal_thresholds(&tiers, &all, target, Scope::Alone);
+        assert_eq!(alone[1].0, Some(0.95));
+    }
+
     /// A population where the model's error among answers with confidence >= s is
     /// 0.15 * (1 - s), and a rules tier behind it: the bootstrap holds in >= 1 - delta of
     /// splits, and the walk hands the model's rejects to the rules tier.
@@ -523,7 +616,7 @@ mod tests {
             },
         ];
         let target = RiskTarget::new(0.1, 0.1).unwrap();
-        let report = check_promise(&tiers, target, 100, 1);
+        let report = check_promise(&tiers, target, Scope::Cascade, 100, 1);
         assert_eq!(
             report.bootstrap.len(),
             1,
@@ -548,7 +641,9 @@ mod tests {
             for i in (1..n).rev() {
                 order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
             }
-            if let (Some(t), _) = &conformal_thresholds(&tiers, &order[..n / 2], target)[0] {
+            if let (Some(t), _) =
+                &conformal_thresholds(&tiers, &order[..n / 2], target, Scope::Cascade)[0]
+            {
                 certified += 1;
                 kept_promise += usize::from(true_error(*t) <= target.alpha);
             }

@@ -222,7 +222,7 @@ pub async fn evaluate(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let replay = s.rows(rows);
+            let replay = s.rows(rows, config, options.rows_per_s);
             let mut config = s.apply(config, replay.len(), options.rows_per_s);
             if let (Some(shadow), true) = (&options.shadow, shadowed == Some(i)) {
                 config = shadow.apply(&config, replay.len());
@@ -324,8 +324,19 @@ impl EvalReport {
     /// coverage as its `min_confidence` varies, then the shadow runs' decision diffs.
     pub fn summary(&self) -> String {
         let mut out = String::new();
-        if let Some(shared) = &self.shared_with_train {
-            let _ = writeln!(out, "WARNING: {shared}\n");
+        match &self.shared_with_train {
+            Some(shared) if shared.shared > 0 => {
+                let _ = writeln!(out, "WARNING: {shared}\n");
+            }
+            Some(shared) => {
+                let _ = writeln!(
+                    out,
+                    "None of the {} evaluated rows has the same features as a row of {}.\n",
+                    shared.rows,
+                    shared.train.display()
+                );
+            }
+            None => {}
         }
         out.push_str(&markdown(&self.runs, &self.tiers));
         if let (Some(primary), false) = (self.tiers.first(), self.primary_coverage_curve.is_empty())

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::TierEngine;
-use crate::eval::promise::{conformal_thresholds, tier_scores};
+use crate::eval::promise::{Scope, conformal_thresholds, tier_scores};
 use crate::eval::{EvalError, LabeledRow};
 use crate::guest::TierKind;
 use crate::{Answer, Decision};
@@ -184,12 +184,13 @@ impl fmt::Display for TierRisk {
     }
 }
 
-/// ln C(n, k) for every k in 0..=n, built incrementally.
-fn ln_binomials(n: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n + 1);
+/// ln C(n, k) for every k in 0..=last, built incrementally (O(last), not O(n): the tails
+/// this module needs have few events).
+fn ln_binomials(n: usize, last: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(last + 1);
     let mut acc = 0.0f64;
     out.push(acc);
-    for k in 1..=n {
+    for k in 1..=last.min(n) {
         acc += ((n - k + 1) as f64).ln() - (k as f64).ln();
         out.push(acc);
     }
@@ -207,7 +208,7 @@ pub fn binomial_cdf(e: usize, n: usize, p: f64) -> f64 {
     if p >= 1.0 {
         return 0.0;
     }
-    let ln_c = ln_binomials(n);
+    let ln_c = ln_binomials(n, e);
     let (lp, lq) = (p.ln(), (1.0 - p).ln());
     let terms: Vec<f64> = (0..=e)
         .map(|k| ln_c[k] + k as f64 * lp + (n - k) as f64 * lq)
@@ -305,7 +306,7 @@ pub(super) fn scored_one(row: &LabeledRow, answer: &Answer, tier: &str) -> Optio
 
 /// Calibrates the model tiers of `config` in cascade order: each tier runs alone over every
 /// row (no threshold, breaker, hedging or chaos), then the tiers are walked in order, each on
-/// the rows that no earlier tier kept; a model tier gets the Learn-then-Test threshold for
+/// the rows that no earlier tier kept (on every row with [`Scope::Alone`]); a model tier gets the Learn-then-Test threshold for
 /// `target`, any other tier keeps its configured `min_confidence`. A model tier without a
 /// threshold keeps nothing in the walk (every row it sees goes on), which is what raising its
 /// threshold to 1 would do.
@@ -314,12 +315,13 @@ pub async fn calibrate_risk(
     config: &Config,
     rows: &[LabeledRow],
     target: RiskTarget,
+    scope: Scope,
 ) -> Result<Vec<TierRisk>, EvalError> {
     let tiers = tier_scores(engine, config, rows).await?;
     let all: Vec<usize> = (0..rows.len()).collect();
     Ok(tiers
         .iter()
-        .zip(conformal_thresholds(&tiers, &all, target))
+        .zip(conformal_thresholds(&tiers, &all, target, scope))
         .map(|(tier, (_, outcome))| TierRisk {
             tier: tier.tier.clone(),
             kind: tier.kind,

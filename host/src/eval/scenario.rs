@@ -26,8 +26,9 @@ pub enum Scenario {
     PrimaryGarbage,
     /// 20% of primary calls trap, chosen by a seeded hash of the request id.
     FaultMix,
-    /// The rows replayed three times; the primary traps on every call from 10% to 30% of the
-    /// replay's time, then recovers (three passes, so a breaker's open time fits in the run).
+    /// The rows replayed at least three times; the primary traps on every call from 10% to 30%
+    /// of the replay's time, then recovers. Passes are added until the primary breaker's
+    /// open time fits in 60% of the replay, so the breaker opens, probes and closes in the run.
     PrimaryFlapping,
     /// 3% of primary calls wait 15 ms before the primary runs (a heavy latency tail), with
     /// the primary's hedging removed.
@@ -110,25 +111,35 @@ impl Scenario {
         matches!(self, Self::Shift | Self::ShiftNoGuard)
     }
 
-    /// How many times the scenario replays the rows.
-    pub fn passes(self) -> usize {
+    /// How many times the scenario replays `rows` rows of `config` at `rows_per_s`.
+    pub fn passes(self, config: &Config, rows: usize, rows_per_s: f64) -> usize {
         match self {
             Self::Repeat => 2,
-            Self::PrimaryFlapping => 3,
+            Self::PrimaryFlapping => {
+                let open_s = config
+                    .tiers
+                    .first()
+                    .and_then(|t| t.breaker.as_ref())
+                    .map_or(0.0, |b| b.open_ms as f64 / 1e3);
+                let pass_s = rows.max(1) as f64 / rows_per_s;
+                // Bounded: a huge open_ms on a tiny file must not replay it millions of times.
+                ((open_s / (0.6 * pass_s)).ceil() as usize).clamp(3, 1000)
+            }
             _ => 1,
         }
     }
 
-    /// The rows this scenario replays: `rows` (shifted for the shift scenarios) `passes()`
-    /// times.
-    pub fn rows(self, rows: &[LabeledRow]) -> Vec<LabeledRow> {
+    /// The rows this scenario replays for `config` at `rows_per_s`: `rows` (shifted for the
+    /// shift scenarios) [`passes`](Self::passes) times.
+    pub fn rows(self, rows: &[LabeledRow], config: &Config, rows_per_s: f64) -> Vec<LabeledRow> {
         let base = if self.shifts_rows() {
             shifted(rows)
         } else {
             rows.to_vec()
         };
-        let mut out = Vec::with_capacity(base.len() * self.passes());
-        for _ in 0..self.passes() {
+        let passes = self.passes(config, rows.len(), rows_per_s);
+        let mut out = Vec::with_capacity(base.len() * passes);
+        for _ in 0..passes {
             out.extend(base.iter().cloned());
         }
         out

@@ -21,6 +21,9 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # python3 runs the loopback KServe V2 model server of tests/remote.rs (standard library only).
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# docker-registry (the CNCF distribution server) is the OCI registry tests/oci.rs pushes
+# plugins to and pulls them from, on loopback (each test starts its own; never as a service).
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     sudo_cmd=""
@@ -132,6 +135,11 @@ target/release/tierhost drill --config examples/breast-cancer/cascade.toml \
 
 echo '==> promtool check rules + test rules (deploy/prometheus: the fleet alerts and their unit tests)'
 (cd deploy/prometheus && promtool check rules rules.yml && promtool test rules rules.test.yml)
+echo '==> kubernetes-validate (deploy/k8s, strict, against the bundled Kubernetes 1.33 schemas)'
+k8s_python="$(scripts/python-venv.sh k8s-venv deploy/k8s/requirements.txt | tail -n1)"
+"$(dirname "$k8s_python")/kubernetes-validate" -k 1.33.0 --strict --quiet \
+    deploy/k8s/configmap.yaml deploy/k8s/deployment.yaml deploy/k8s/service.yaml \
+    deploy/k8s/poddisruptionbudget.yaml
 echo '==> benchmark smoke run (checks the bench program still works; README figures come from cargo bench)'
 cargo bench --bench sandbox -- --smoke
 

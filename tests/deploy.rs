@@ -241,3 +241,97 @@ fn the_dashboard_queries_every_exported_metric_and_nothing_else() {
         assert!(queried.contains(needed), "no panel shows {needed}");
     }
 }
+
+/// The Kubernetes version the manifests are validated against (strict: unknown fields fail).
+const KUBERNETES_VERSION: &str = "1.33.0";
+
+/// `deploy/k8s`: every manifest validates against the Kubernetes schemas (kubernetes-validate,
+/// strict, offline), and the cascade in the ConfigMap is one the host accepts: it parses, its
+/// rules tier is an `oci://` reference pinned by digest, and it is stored under the pod's
+/// volume, which the Deployment mounts where the config says.
+#[test]
+fn the_kubernetes_manifests_validate_and_carry_a_cascade_the_host_accepts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let k8s = root.join("deploy/k8s");
+    let configmap = std::fs::read_to_string(k8s.join("configmap.yaml")).unwrap();
+    // The block scalar under `cascade.toml: |`, its 4-space indent removed.
+    let toml: String = configmap
+        .split_once("cascade.toml: |\n")
+        .expect("the ConfigMap holds cascade.toml")
+        .1
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let config = tierhost::Config::parse(
+        &toml,
+        Path::new("configmap.yaml:cascade.toml"),
+        Path::new("/etc/tierhost"),
+    )
+    .unwrap_or_else(|e| panic!("the ConfigMap's cascade does not parse: {e}"));
+    let oci: Vec<_> = config
+        .tiers
+        .iter()
+        .filter_map(|t| match &t.plugin {
+            tierhost::PluginSource::Oci { reference, local } => Some((reference, local)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(oci.len(), 1, "the rules tier comes from the registry");
+    assert!(oci[0].0.contains("@sha256:"), "pinned by digest");
+    assert!(
+        oci[0].1.starts_with("/var/lib/tierhost/oci/sha256/"),
+        "{:?}",
+        oci[0].1
+    );
+    let deployment = std::fs::read_to_string(k8s.join("deployment.yaml")).unwrap();
+    for needle in [
+        "mountPath: /var/lib/tierhost",
+        "mountPath: /etc/tierhost",
+        "path: /readyz",
+        "path: /healthz",
+        "args: [\"pull\", \"--config\", \"/etc/tierhost/cascade.toml\"]",
+        "args: [\"serve\", \"--config\", \"/etc/tierhost/cascade.toml\"]",
+        "containerPort: 8080",
+        "prometheus.io/port: \"8080\"",
+    ] {
+        assert!(
+            deployment.contains(needle),
+            "deployment.yaml lacks {needle}"
+        );
+    }
+    assert!(toml.contains("listen = \"0.0.0.0:8080\""));
+
+    // Schema validation, in the project's pinned venv (created on first use).
+    let venv = Command::new(root.join("scripts/python-venv.sh"))
+        .args(["k8s-venv", k8s.join("requirements.txt").to_str().unwrap()])
+        .output()
+        .expect("run scripts/python-venv.sh");
+    assert!(
+        venv.status.success(),
+        "cannot create the k8s venv: {}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let python = String::from_utf8_lossy(&venv.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let validate = Path::new(&python).with_file_name("kubernetes-validate");
+    let manifests: Vec<String> = ["configmap", "deployment", "service", "poddisruptionbudget"]
+        .iter()
+        .map(|m| k8s.join(format!("{m}.yaml")).display().to_string())
+        .collect();
+    let out = Command::new(&validate)
+        .args(["-k", KUBERNETES_VERSION, "--strict"])
+        .args(&manifests)
+        .output()
+        .expect("run kubernetes-validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && !text.contains("ERROR"), "{text}");
+    assert_eq!(text.matches(" passed for resource ").count(), 4, "{text}");
+}

@@ -20,6 +20,7 @@ mod eval;
 mod lifecycle;
 mod limits;
 mod new_tier;
+mod oci;
 mod policies;
 mod polyglot;
 mod readme;

@@ -23,6 +23,26 @@ pub(crate) enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Pull every `oci://` plugin of a config into its `[oci] store`, verified by digest (for
+    /// pipelines and init containers: the host then starts from the store); prints each
+    /// plugin's digest. Exit 1 if any pull fails.
+    Pull {
+        /// Cascade config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Push a component (and its `<file>.sig` when present) to an OCI registry as a wasm
+    /// artifact; prints the pinned reference to put in a config.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Where: oci://REGISTRY/REPOSITORY:TAG.
+        #[arg(long)]
+        to: String,
+        /// A registry (host:port) to speak plain HTTP to (repeatable), as `[oci] insecure`.
+        #[arg(long, value_name = "HOST:PORT")]
+        insecure: Vec<String>,
+    },
     /// Print what a reload from OLD to NEW would change: tiers added, removed, reordered or
     /// re-versioned (plugin or model bytes), and every setting that differs. Exit 0 when
     /// nothing would change, 1 when something would, 2 on error (like `diff`).

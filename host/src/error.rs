@@ -75,6 +75,14 @@ pub enum LoadError {
         /// I/O error.
         message: String,
     },
+    /// An `oci://` plugin could not be pulled or failed its digest check.
+    #[error("cannot pull plugin {reference}: {message}")]
+    Pull {
+        /// The reference.
+        reference: String,
+        /// What went wrong.
+        message: String,
+    },
     /// `builtin:<name>` names no embedded tier.
     #[error("unknown builtin plugin `{0}` (known: {known})", known = crate::builtin::names().collect::<Vec<_>>().join(", "))]
     UnknownBuiltin(String),

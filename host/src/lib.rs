@@ -76,6 +76,8 @@ pub mod admin_client;
 pub mod drill;
 #[cfg(feature = "eval")]
 pub mod eval;
+#[cfg(feature = "oci")]
+pub mod oci;
 #[cfg(feature = "server")]
 pub mod server;
 
@@ -87,8 +89,8 @@ pub use cascade::{Cascade, CascadeTier, HiddenFeatureRead, SAFE_DEFAULT};
 pub use config::{
     AcceptConfig, AlertConfig, AllowRule, BreakerConfig, CacheConfig, CascadeSettings, ChaosConfig,
     ChaosMode, Config, ConfigChange, ConfigDiff, EscalationConfig, FileDigest, HedgeConfig,
-    HttpConfig, InstanceMode, OodConfig, OodMethod, ParamValue, PluginSource, QueueSync,
-    SafeDefaultConfig, ServerConfig, TierConfig, TierConfigBuilder, TierFile, TlsConfig,
+    HttpConfig, InstanceMode, OciConfig, OciRef, OodConfig, OodMethod, ParamValue, PluginSource,
+    QueueSync, SafeDefaultConfig, ServerConfig, TierConfig, TierConfigBuilder, TierFile, TlsConfig,
 };
 pub use engine::{COMPILER_ENV, CompileStats, TierEngine, compile_component_main};
 pub use error::{

@@ -31,7 +31,8 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(2));
     }
     let default_filter = match cli.command {
-        Command::Check { .. } | Command::Serve { .. } => "info",
+        Command::Check { .. } | Command::Serve { .. } | Command::Pull { .. } => "info",
+        Command::Push { .. } => "warn",
         Command::Run { .. }
         | Command::Review(_)
         | Command::Keygen { .. }
@@ -68,6 +69,21 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Check { config } => check(&config).await,
+        Command::Pull { config } => pull(&config).await,
+        Command::Push { file, to, insecure } => {
+            let config = tierhost::OciConfig {
+                insecure,
+                ..tierhost::OciConfig::default()
+            };
+            let digest = tierhost::oci::push(&config, &file, &to).await?;
+            // The tag stays for readers; the digest is what pins it.
+            let pinned = tierhost::OciRef {
+                digest: Some(digest),
+                ..tierhost::OciRef::parse(&to).map_err(anyhow::Error::msg)?
+            };
+            println!("{pinned}");
+            Ok(ExitCode::SUCCESS)
+        }
         // Like `diff`: 0 same, 1 different, 2 trouble.
         Command::Diff { old, new, json } => Ok(diff(&old, &new, json).unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
@@ -110,6 +126,48 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
     }
+}
+
+/// `tierhost pull`: every `oci://` plugin of the config (tiers and shadow candidates) into the
+/// store; one line per plugin.
+async fn pull(path: &Path) -> Result<ExitCode> {
+    let config = Config::load(path)?;
+    let mut failed = false;
+    let plugins = config.tiers.iter().flat_map(|tier| {
+        std::iter::once(&tier.plugin).chain(tier.shadow.as_ref().map(|s| &s.plugin))
+    });
+    let mut any = false;
+    for plugin in plugins {
+        let tierhost::PluginSource::Oci { reference, local } = plugin else {
+            continue;
+        };
+        any = true;
+        match tierhost::oci::ensure(&config.oci, reference, &config.resolve(local)).await {
+            Ok(pulled) => println!(
+                "{} {reference} sha256:{} -> {}{}",
+                if pulled.fetched { "pulled " } else { "present" },
+                pulled.digest,
+                pulled.file.display(),
+                if pulled.signed {
+                    " (with signature)"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if !any {
+        println!("no oci:// plugins in {}", path.display());
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn check(path: &Path) -> Result<ExitCode> {

@@ -161,5 +161,23 @@ pub(crate) fn read_source<'a>(
                     message: e.to_string(),
                 })
         }
+        // Pulled into the store by the cascade's load (feature `oci`) or `tierhost pull`.
+        PluginSource::Oci { reference, local } => {
+            let path = resolve_path(base_dir, local);
+            std::fs::read(&path)
+                .map(Cow::Owned)
+                .map_err(|e| LoadError::Pull {
+                    reference: reference.clone(),
+                    message: if cfg!(feature = "oci") {
+                        format!("not in the store ({}: {e})", path.display())
+                    } else {
+                        format!(
+                            "not in the store ({}: {e}), and this build has no `oci` feature to \
+                             pull it: run `tierhost pull`",
+                            path.display()
+                        )
+                    },
+                })
+        }
     }
 }

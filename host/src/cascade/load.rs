@@ -30,6 +30,12 @@ async fn load_tier(
     params: &[(String, crate::config::ParamValue)],
 ) -> Result<Sandbox, LoadError> {
     let signers = Signers::of_tier(config, tier);
+    // An `oci://` plugin is pulled into the store (or checked there) before anything reads it;
+    // a failed pull fails this tier's load, so a reload keeps the version that was serving.
+    #[cfg(feature = "oci")]
+    if let PluginSource::Oci { reference, local } = &tier.plugin {
+        crate::oci::ensure(&config.oci, reference, &config.resolve(local)).await?;
+    }
     let model: Arc<[u8]> = match &tier.model {
         Some(path) => {
             let path = config.resolve(path);

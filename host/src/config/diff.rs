@@ -113,7 +113,7 @@ pub enum FileDigest {
 
 /// The top-level sections besides the tiers, in the order they are reported. The exhaustive
 /// destructuring makes a new section of [`Config`] a compile error here until it is compared.
-fn sections(config: &Config) -> [(&'static str, Value); 8] {
+fn sections(config: &Config) -> [(&'static str, Value); 9] {
     let Config {
         cascade,
         engine,
@@ -124,6 +124,7 @@ fn sections(config: &Config) -> [(&'static str, Value); 8] {
         cache,
         escalation,
         trust,
+        oci,
         base_dir: _,
         source: _,
     } = config;
@@ -137,6 +138,7 @@ fn sections(config: &Config) -> [(&'static str, Value); 8] {
         ("alerts", json(serde_json::to_value(alerts))),
         ("engine", json(serde_json::to_value(engine))),
         ("server", json(serde_json::to_value(server))),
+        ("oci", json(serde_json::to_value(oci))),
     ]
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 mod diff;
 mod http;
+mod oci;
 mod params;
 mod sections;
 mod tier;
@@ -23,6 +24,7 @@ pub use crate::policy::ood::{OodConfig, OodMethod};
 use crate::signing::PublicKey;
 pub use diff::{ConfigChange, ConfigDiff, FileDigest, TierFile};
 pub use http::{AllowRule, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RESPONSE_BYTES, HttpConfig};
+pub use oci::{OciConfig, OciRef};
 pub use params::{ParamValue, flatten_params};
 pub use sections::{
     AlertConfig, CascadeSettings, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_BUDGET_MS, DEFAULT_MAX_PENDING,
@@ -65,6 +67,9 @@ pub struct Config {
     /// the ones it accepts.
     #[serde(default)]
     pub trust: BTreeMap<String, PublicKey>,
+    /// Plugins from an OCI registry: where they are kept, tags, plain-HTTP registries.
+    #[serde(default)]
+    pub oci: OciConfig,
     /// Directory the config was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -111,8 +116,46 @@ impl Config {
     /// `max_concurrent` is unset) and validates. Call it after changing a config in code.
     pub fn finish(mut self) -> Result<Self, ConfigError> {
         self.share_instance_pool();
+        self.place_oci_plugins()?;
         self.validate()?;
         Ok(self)
+    }
+
+    /// Parses every `oci://` plugin reference (a tier's and its shadow candidate's) and sets
+    /// where it lives in the `[oci] store`; a reference without a digest needs
+    /// `[oci] allow_tags = true`.
+    fn place_oci_plugins(&mut self) -> Result<(), ConfigError> {
+        let store = self.resolve(&self.oci.store);
+        let allow_tags = self.oci.allow_tags;
+        let mut problems = Vec::new();
+        for (i, tier) in self.tiers.iter_mut().enumerate() {
+            let name = tier.name.clone();
+            let shadow = tier.shadow.as_mut().map(|s| &mut s.plugin);
+            for (field, plugin) in [
+                ("plugin", Some(&mut tier.plugin)),
+                ("shadow.plugin", shadow),
+            ] {
+                let Some(PluginSource::Oci { reference, local }) = plugin else {
+                    continue;
+                };
+                let field = format!("tier \"{name}\" (tier[{i}]).{field}");
+                match OciRef::parse(reference) {
+                    Ok(parsed) if parsed.digest.is_none() && !allow_tags => problems.push((
+                        field,
+                        format!(
+                            "`{reference}` has no digest: pin it (@sha256:...; `tierhost push` \
+                             prints it) or set [oci] allow_tags = true"
+                        ),
+                    )),
+                    Ok(parsed) => *local = parsed.local_file(&store),
+                    Err(problem) => problems.push((field, problem)),
+                }
+            }
+        }
+        match problems.into_iter().next() {
+            Some((field, problem)) => Err(self.invalid(field, problem)),
+            None => Ok(()),
+        }
     }
 
     /// Gives every tier without a `max_concurrent` an even share of the instance slots the
@@ -158,6 +201,7 @@ impl Config {
         self.server.validate().map_err(section("server"))?;
         self.alerts.validate().map_err(section("alerts"))?;
         self.engine.validate().map_err(section("engine"))?;
+        self.oci.validate().map_err(section("oci"))?;
         self.safe_default
             .validate()
             .map_err(section("safe_default"))?;

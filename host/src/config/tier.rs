@@ -26,7 +26,8 @@ pub enum InstanceMode {
     Reuse,
 }
 
-/// Where a tier's component comes from. In TOML it is a string: `builtin:<name>` or a path.
+/// Where a tier's component comes from. In TOML it is a string: `builtin:<name>`,
+/// `oci://REGISTRY/REPO[:TAG]@sha256:HEX` or a path.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PluginSource {
     /// A `.wasm` component file (relative paths resolve against the config's directory).
@@ -35,6 +36,13 @@ pub enum PluginSource {
     Builtin(String),
     /// A component's bytes, for cascades built in code (e.g. a plugin fetched by the embedder).
     Bytes(Arc<[u8]>),
+    /// A component in an OCI registry (`[oci]`), pulled into the store before it is loaded.
+    Oci {
+        /// The reference as written, with its `oci://` prefix.
+        reference: String,
+        /// Where the pulled plugin lives in the store (set when the config is finished).
+        local: PathBuf,
+    },
 }
 
 impl PluginSource {
@@ -42,6 +50,7 @@ impl PluginSource {
     pub fn file(&self, base_dir: &std::path::Path) -> Option<PathBuf> {
         match self {
             Self::File(path) => Some(super::resolve_path(base_dir, path)),
+            Self::Oci { local, .. } => Some(super::resolve_path(base_dir, local)),
             Self::Builtin(_) | Self::Bytes(_) => None,
         }
     }
@@ -53,6 +62,7 @@ impl fmt::Display for PluginSource {
             Self::File(path) => write!(f, "{}", path.display()),
             Self::Builtin(name) => write!(f, "builtin:{name}"),
             Self::Bytes(bytes) => write!(f, "bytes:{}", bytes.len()),
+            Self::Oci { reference, .. } => f.write_str(reference),
         }
     }
 }
@@ -65,6 +75,12 @@ impl fmt::Debug for PluginSource {
 
 impl From<&str> for PluginSource {
     fn from(text: &str) -> Self {
+        if text.starts_with("oci://") {
+            return Self::Oci {
+                reference: text.to_string(),
+                local: PathBuf::new(),
+            };
+        }
         match text.strip_prefix("builtin:") {
             Some(name) => Self::Builtin(name.to_string()),
             None => Self::File(PathBuf::from(text)),
@@ -274,7 +290,8 @@ impl TierConfig {
             // A detached signature sits beside a file; builtins ship inside the host binary
             // (as trusted as the host itself) and bytes given in code have no file.
             let not_a_file = |source: &PluginSource| match source {
-                PluginSource::File(_) => None,
+                // Pulled with its `.sig` layer into the store, beside the plugin.
+                PluginSource::File(_) | PluginSource::Oci { .. } => None,
                 PluginSource::Builtin(_) => Some(
                     "a builtin: plugin is part of the host binary and carries no signature; \
                      remove signed_by or name a .wasm file",

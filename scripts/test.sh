@@ -111,7 +111,7 @@ cargo test --release --no-fail-fast
 echo "==> cargo check --lib --no-default-features (the embedder's build)"
 cargo check --lib --no-default-features
 forbidden=$( (cargo tree --no-default-features -e normal --prefix none --format '{p}' \
-    | awk '{print $1}' | grep -xE 'axum|hyper|plotters|notify|clap|indicatif|csv|tracing-subscriber|redis';
+    | awk '{print $1}' | grep -xE 'axum|hyper|plotters|notify|clap|indicatif|csv|tracing-subscriber|redis|reqwest|oci-client';
     cargo tree --no-default-features -e normal --depth 1 --prefix none --format '{p}' \
     | awk '{print $1}' | grep -xE 'anyhow') | sort -u || true)
 if [ -n "$forbidden" ]; then

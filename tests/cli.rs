@@ -2,17 +2,7 @@
 //! good one, a working demo. Nothing panics.
 use std::process::Command;
 
-fn tierhost(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tierhost"))
-        .args(args)
-        .output()
-        .expect("run tierhost");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::common::tierhost;
 
 fn example(file: &str) -> String {
     format!("{}/examples/fraud/{file}", env!("CARGO_MANIFEST_DIR"))

@@ -4,9 +4,8 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{RULES_TIER, cascade, config, request};
+use common::{RULES_TIER, cascade, config, request, tierhost};
 use tierhost::{CacheStatus, Cascade, SAFE_DEFAULT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,18 +93,6 @@ async fn a_served_answer_names_the_digest_of_the_config_serving_now_across_a_rel
     );
     let tiers = http.get_json("/v1/tiers").await;
     assert_eq!(tiers["config_digest"], after.as_str(), "{tiers}");
-}
-
-fn tierhost(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tierhost"))
-        .args(args)
-        .output()
-        .expect("run tierhost");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

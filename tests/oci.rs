@@ -65,18 +65,6 @@ async fn start_registry() -> Registry {
     registry
 }
 
-fn tierhost(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tierhost"))
-        .args(args)
-        .output()
-        .expect("run tierhost");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `tierhost push FILE --to REFERENCE`: the pinned reference it prints.
 fn push(registry: &Registry, file: &Path, reference: &str) -> String {
     let (code, stdout, stderr) = tierhost(&[

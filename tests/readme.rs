@@ -71,6 +71,7 @@ fn actual_defaults() -> BTreeMap<&'static str, Value> {
         ("[server]", json(&config.server)),
         ("[server.tls]", json(config.server.tls.as_ref().unwrap())),
         ("[alerts]", json(&config.alerts)),
+        ("[oci]", json(&config.oci)),
         // Named keys, no fixed fields: empty unless set.
         ("[trust]", json(&config.trust)),
     ])

@@ -74,6 +74,19 @@ pub fn kinds(answer: &Answer) -> Vec<&'static str> {
     answer.fallback_kinds()
 }
 
+/// Runs the `tierhost` binary with `args`: exit code (-1 if killed), stdout, stderr.
+pub fn tierhost(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tierhost"))
+        .args(args)
+        .output()
+        .expect("run tierhost");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The built component of a test-only guest (`plugins/<name>`, built by `host/build.rs` but
 /// not embedded as a `builtin:` tier): `wrong_world`, `forged_describe`, `feature_echo`.
 pub fn test_guest(name: &str) -> PathBuf {

@@ -145,6 +145,8 @@ cargo bench --bench sandbox -- --smoke
 
 echo '==> soak, short version (20,000 requests with 20% mixed primary faults and hot swaps; the 1M run: cargo bench --bench soak)'
 cargo bench --bench soak -- --smoke
+echo '==> fleet bench, short version (the Redis cache cost per request; the full run: cargo bench --bench fleet)'
+cargo bench --bench fleet -- --smoke
 echo '==> escalation queue bench, short version (queue off / sync = normal / sync = full over HTTP; the full run: cargo bench --bench escalation)'
 cargo bench --bench escalation -- --smoke
 echo '==> shadow bench, short version (shadow off / a core that never idles / shadow on, over HTTP; the full run: cargo bench --bench shadow)'

@@ -248,7 +248,7 @@ fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alph
     let text = example.replace("\"models/", &format!("\"{root}/examples/phishing/models/"));
     std::fs::write(&config, &text).unwrap();
     let data = format!("{root}/examples/phishing/data/validation.csv");
-    let calibrate = |alpha: &str, write: bool| {
+    let calibrate = |alpha: &str, write: bool, extra: &[&str]| {
         let mut args = vec![
             "calibrate",
             "--config",
@@ -267,11 +267,12 @@ fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alph
         if write {
             args.push("--write");
         }
+        args.extend_from_slice(extra);
         tierhost(&args)
     };
 
     // Impossible: 0.001 needs ~2300 answered rows with no error; there are 132 rows.
-    let (code, stdout, stderr) = calibrate("0.001", true);
+    let (code, stdout, stderr) = calibrate("0.001", true, &[]);
     assert_eq!(code, 3, "{stdout}{stderr}");
     assert!(stdout.contains("too few rows for alpha 0.001"), "{stdout}");
     assert!(stdout.contains("needs >= 2302 answered rows"), "{stdout}");
@@ -285,7 +286,7 @@ fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alph
     // 0.05: the primary gets a certified threshold; the small model, on the rows the primary
     // leaves it, cannot be certified. The primary's threshold is written, the small model's
     // stays as it was, and the exit status says not every tier was certified.
-    let (code, stdout, stderr) = calibrate("0.05", true);
+    let (code, stdout, stderr) = calibrate("0.05", true, &[]);
     assert_eq!(code, 3, "{stdout}{stderr}");
     assert_no_panic(&stderr);
     let chosen: Vec<(String, f64)> = stdout
@@ -357,22 +358,7 @@ fn calibrate_conformal_writes_thresholds_in_place_and_refuses_an_impossible_alph
 
     // --scope alone: each model tier on every row (the guarantee while the tiers before it
     // are down). The small model, on all 132 rows, gets a certified threshold too.
-    let (code, stdout, stderr) = tierhost(&[
-        "calibrate",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        &data,
-        "--labels",
-        "1=phishing,0=legitimate",
-        "--method",
-        "conformal",
-        "--alpha",
-        "0.05",
-        "--scope",
-        "alone",
-        "--write",
-    ]);
+    let (code, stdout, stderr) = calibrate("0.05", true, &["--scope", "alone"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
         stdout.contains("[[tier]] name = \"small-model\": min_confidence = ")

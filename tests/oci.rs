@@ -93,17 +93,24 @@ fn cascade_toml(registry: &Registry, plugin: &str, extra_oci: &str, trust: &str)
     )
 }
 
+/// The constant tier copied into `dir` and signed by a new `team` key: the key, its `[trust]`
+/// section and the component's path (its `.sig` beside it).
+fn signed_constant(dir: &Path) -> (PrivateKey, String, PathBuf) {
+    let key = PrivateKey::generate().unwrap();
+    let trust = format!("[trust]\nteam = \"{}\"\n", key.public_key());
+    let wasm = dir.join("constant.wasm");
+    std::fs::copy(test_guest("constant"), &wasm).unwrap();
+    sign_file(&key, "team", &wasm).unwrap();
+    (key, trust, wasm)
+}
+
 #[tokio::test]
 async fn a_plugin_pinned_by_digest_is_pulled_verified_and_served_and_a_wrong_digest_is_refused() {
     let registry = start_registry().await;
     let dir = tempfile::tempdir().unwrap();
 
     // The constant tier, signed by the team key: push sends the .sig along.
-    let key = PrivateKey::generate().unwrap();
-    let trust = format!("[trust]\nteam = \"{}\"\n", key.public_key());
-    let wasm = dir.path().join("constant.wasm");
-    std::fs::copy(test_guest("constant"), &wasm).unwrap();
-    sign_file(&key, "team", &wasm).unwrap();
+    let (_key, trust, wasm) = signed_constant(dir.path());
     let reference = format!("oci://{}/tiers/constant:v1", registry.addr);
     let pinned = push(&registry, &wasm, &reference);
 
@@ -208,11 +215,7 @@ async fn a_plugin_pinned_by_digest_is_pulled_verified_and_served_and_a_wrong_dig
 async fn a_tag_alone_needs_allow_tags_and_is_resolved_at_load() {
     let registry = start_registry().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = PrivateKey::generate().unwrap();
-    let trust = format!("[trust]\nteam = \"{}\"\n", key.public_key());
-    let wasm = dir.path().join("constant.wasm");
-    std::fs::copy(test_guest("constant"), &wasm).unwrap();
-    sign_file(&key, "team", &wasm).unwrap();
+    let (key, trust, wasm) = signed_constant(dir.path());
     let reference = format!("oci://{}/tiers/constant:stable", registry.addr);
     push(&registry, &wasm, &reference);
 
@@ -238,4 +241,20 @@ async fn a_tag_alone_needs_allow_tags_and_is_resolved_at_load() {
         cascade.predict(&request("tagged")).await.served_by.tier,
         "remote"
     );
+    // The tag is resolved again at the next load; unmoved, nothing is fetched.
+    let path = write_config_dir(
+        dir.path(),
+        &cascade_toml(&registry, &reference, "allow_tags = true", &trust),
+    );
+    let (code, stdout, stderr) = tierhost(&["pull", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("present "), "{stdout}");
+    // Moved to other bytes, the next load fetches them.
+    let moved = dir.path().join("moved.wasm");
+    std::fs::write(&moved, variant_of(&std::fs::read(&wasm).unwrap(), "moved")).unwrap();
+    sign_file(&key, "team", &moved).unwrap();
+    push(&registry, &moved, &reference);
+    let (code, stdout, stderr) = tierhost(&["pull", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("pulled "), "{stdout}");
 }

@@ -151,6 +151,44 @@ fn stored_is_valid(dir: &Path, hex: &str, max_bytes: u64) -> Result<bool, String
     Ok(true)
 }
 
+/// A blob being downloaded, refused as soon as it grows past `limit` bytes (the size the
+/// manifest declares): a registry that streams more is cut off, not buffered.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.bytes.len() + buf.len() > self.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {} bytes the manifest declares",
+                self.limit
+            ))));
+        }
+        self.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
@@ -215,6 +253,18 @@ pub async fn ensure(
             format!("the registry served a manifest with sha256:{digest}, not the pinned one"),
         ));
     }
+    // A tag that still points at what the store holds: nothing to fetch.
+    if parsed.digest.is_none()
+        && std::fs::read(dir.join("manifest.json")).is_ok_and(|m| m == manifest_bytes[..])
+        && stored_is_valid(dir, &digest, config.max_bytes) == Ok(true)
+    {
+        return Ok(Pulled {
+            file: local.to_path_buf(),
+            digest,
+            fetched: false,
+            signed: dir.join("plugin.wasm.sig").exists(),
+        });
+    }
     let manifest: OciImageManifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| failed(reference, format!("not an OCI image manifest: {e}")))?;
     if manifest.config.media_type != WASM_CONFIG_MEDIA_TYPE
@@ -235,11 +285,17 @@ pub async fn ensure(
         let image = &image;
         let layer = &manifest.layers[i];
         async move {
-            let mut out = Vec::new();
+            // `layers` checked the declared sizes against the limits.
+            let limit = usize::try_from(layer.size).unwrap_or(0);
+            let mut capped = Capped {
+                bytes: Vec::with_capacity(limit.min(1 << 20)),
+                limit,
+            };
             client
-                .pull_blob(image, layer, &mut out)
+                .pull_blob(image, layer, &mut capped)
                 .await
                 .map_err(|e| failed(reference, e))?;
+            let out = capped.bytes;
             if format!("sha256:{}", sha256_hex(&out)) != layer.digest {
                 return Err(failed(
                     reference,

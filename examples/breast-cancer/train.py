@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "phishing"))
 
 # The phishing pipeline's exporters (tierhost-trees JSON writer and reference evaluator, CSV
-# writer, deduplication and split): one implementation for both examples.
+# writer, deduplication and split, rule evaluation): one implementation for both examples.
 import train as phishing  # noqa: E402
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
@@ -92,15 +92,6 @@ RULES = [
         "why": "Even the worst nucleus is small (area < 600 px^2) and barely concave.",
     },
 ]
-OPS = {
-    "<": np.less,
-    "<=": np.less_equal,
-    "==": np.equal,
-    ">=": np.greater_equal,
-    ">": np.greater,
-}
-
-
 def load_dataset() -> tuple[list[str], np.ndarray, np.ndarray]:
     bunch = load_breast_cancer()
     names = [n.replace(" ", "_") for n in bunch.feature_names]
@@ -110,18 +101,11 @@ def load_dataset() -> tuple[list[str], np.ndarray, np.ndarray]:
     return names, X, y
 
 
-def rule_mask(rule: dict, X: np.ndarray, names: list[str]) -> np.ndarray:
-    mask = np.ones(len(X), dtype=bool)
-    for f, op, v in rule["when"]:
-        mask &= OPS[op](X[:, names.index(f)], v)
-    return mask
-
-
 def ordered_rules(X: np.ndarray, names: list[str]) -> np.ndarray:
     """First match wins; -1 = no rule matched (the tier abstains)."""
     pred = np.full(len(X), -1)
     for rule in RULES:
-        free = (pred == -1) & rule_mask(rule, X, names)
+        free = (pred == -1) & phishing.rule_mask(rule, X, names)
         pred[free] = 1 if rule["label"] == POSITIVE_LABEL else 0
     return pred
 
@@ -220,7 +204,7 @@ def main() -> int:
 
     # 5. rules -------------------------------------------------------------------------------
     for rule in RULES:
-        m = rule_mask(rule, Xtr, names)
+        m = phishing.rule_mask(rule, Xtr, names)
         want = 1 if rule["label"] == POSITIVE_LABEL else 0
         rule["matched"] = int(m.sum())
         rule["coverage"] = float(m.mean())

@@ -147,6 +147,21 @@ async fn a_plugin_pinned_by_digest_is_pulled_verified_and_served_and_a_wrong_dig
         std::fs::read(&wasm).unwrap()
     );
 
+    // [oci] max_bytes below the plugin's size: the stored copy is not trusted and the pull is
+    // refused before the layer is downloaded.
+    let small = tierhost::Config::parse(
+        &cascade_toml(&registry, &pinned, "max_bytes = 1000", &trust),
+        &path,
+        dir.path(),
+    )
+    .unwrap();
+    let error = tierhost::Cascade::load_strict(&small)
+        .await
+        .err()
+        .expect("a plugin above max_bytes does not load")
+        .to_string();
+    assert!(error.contains("above [oci] max_bytes = 1000"), "{error}");
+
     // A digest the registry does not have: refused with the reference and the reason.
     let wrong = format!("{}@sha256:{}", reference, "0".repeat(64));
     let bad_config = tierhost::Config::parse(

@@ -381,3 +381,60 @@ pub async fn push(config: &OciConfig, file: &Path, reference: &str) -> Result<St
     }
     Ok(digest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_client::manifest::OciDescriptor;
+    use tokio::io::AsyncWriteExt;
+
+    fn manifest(layers: &[(&str, i64)]) -> OciImageManifest {
+        OciImageManifest {
+            layers: layers
+                .iter()
+                .map(|(media, size)| OciDescriptor {
+                    media_type: media.to_string(),
+                    size: *size,
+                    ..OciDescriptor::default()
+                })
+                .collect(),
+            ..OciImageManifest::default()
+        }
+    }
+
+    #[test]
+    fn layers_are_limited_and_exactly_one_must_be_the_component() {
+        let ok = manifest(&[(WASM_LAYER_MEDIA_TYPE, 100), (SIGNATURE_MEDIA_TYPE, 10)]);
+        assert_eq!(layers(&ok, 100), Ok((0, Some(1))));
+        let big = layers(&manifest(&[(WASM_LAYER_MEDIA_TYPE, 101)]), 100).unwrap_err();
+        assert!(big.contains("above [oci] max_bytes = 100"), "{big}");
+        let none = layers(&manifest(&[("application/octet-stream", 1)]), 100).unwrap_err();
+        assert!(
+            none.contains("exactly one application/wasm layer, the manifest has 0"),
+            "{none}"
+        );
+        let two = layers(
+            &manifest(&[(WASM_LAYER_MEDIA_TYPE, 1), (WASM_LAYER_MEDIA_TYPE, 1)]),
+            100,
+        )
+        .unwrap_err();
+        assert!(two.contains("has 2"), "{two}");
+        let sig = manifest(&[(WASM_LAYER_MEDIA_TYPE, 1), (SIGNATURE_MEDIA_TYPE, 1 << 20)]);
+        assert!(layers(&sig, 100).unwrap_err().contains("signature layer"));
+    }
+
+    #[tokio::test]
+    async fn a_blob_longer_than_declared_is_cut_off_while_it_streams() {
+        let mut capped = Capped {
+            bytes: Vec::new(),
+            limit: 8,
+        };
+        capped.write_all(b"12345").await.unwrap();
+        let error = capped.write_all(b"6789").await.unwrap_err();
+        assert!(
+            error.to_string().contains("more than the 8 bytes"),
+            "{error}"
+        );
+        assert_eq!(capped.bytes, b"12345", "nothing past the limit is kept");
+    }
+}

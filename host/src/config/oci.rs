@@ -208,6 +208,33 @@ mod tests {
     }
 
     #[test]
+    fn bad_settings_are_refused() {
+        let bad = |c: OciConfig| c.validate().unwrap_err().0;
+        assert_eq!(
+            bad(OciConfig {
+                max_bytes: 0,
+                ..OciConfig::default()
+            }),
+            "max_bytes"
+        );
+        assert_eq!(
+            bad(OciConfig {
+                timeout_s: 0,
+                ..OciConfig::default()
+            }),
+            "timeout_s"
+        );
+        assert_eq!(
+            bad(OciConfig {
+                insecure: vec!["http://r:5000".into()],
+                ..OciConfig::default()
+            }),
+            "insecure"
+        );
+        assert!(OciConfig::default().validate().is_ok());
+    }
+
+    #[test]
     fn bad_references_are_refused_with_the_reason() {
         for (text, says) in [
             ("oci://registry", "expected oci://REGISTRY/REPOSITORY"),
